@@ -1,0 +1,553 @@
+//! The executor, planner, parse-analysis and utility hooks: the only place that dereferences
+//! `QueryDesc`, `PlannedStmt` and friends.
+//!
+//! Two rules hold every trampoline together:
+//!
+//! 1. **The user's statement is never changed or failed by us.** Each trampoline calls the
+//!    previous hook (or the `standard_*` function) *without* pgrx's error guard, so an ERROR
+//!    raised by the statement propagates exactly as Postgres raised it — SQLSTATE, constraint
+//!    and table names, context, position — instead of being caught and re-raised as a reduced
+//!    copy. Our own bookkeeping runs inside [`guarded`], which catches any panic or Postgres
+//!    error it causes and counts a dropped sample instead.
+//! 2. **No Rust frame with a destructor is live while Postgres code runs**, because a Postgres
+//!    ERROR leaves through `longjmp`, skipping Rust frames. The nesting counters are restored by
+//!    [`try_finally`], the Rust spelling of `PG_TRY/PG_FINALLY`, which re-throws the original
+//!    error with `pg_re_throw`.
+//!
+//! Each trampoline copies what it needs into plain Rust values and hands them to
+//! `recorder.rs`, which holds the logic.
+
+use crate::backend::BackendCell;
+use crate::stats::counters::{BufferCounters, JitCounters, Phase, Sample, WalCounters};
+use crate::stats::timing::{Accumulated, Frames};
+use crate::{explain, gucs, querytext, recorder, shmem};
+use pgrx::pg_sys;
+use std::ffi::{c_char, c_int, c_void};
+
+/// Current depth of ExecutorRun/ExecutorFinish/ProcessUtility calls (pg_stat_statements'
+/// `exec_nested_level`); 0 while a client's own statement runs.
+static mut NESTING: i32 = 0;
+/// Depth of planner calls (`plan_nested_level`).
+static mut PLAN_NESTING: i32 = 0;
+
+/// Time and I/O of the statements this backend is running (see `stats::timing`).
+static FRAMES: BackendCell<Frames> = BackendCell::new(Frames::new());
+
+static mut PREV_POST_PARSE_ANALYZE: pg_sys::post_parse_analyze_hook_type = None;
+static mut PREV_PLANNER: pg_sys::planner_hook_type = None;
+static mut PREV_EXECUTOR_START: pg_sys::ExecutorStart_hook_type = None;
+static mut PREV_EXECUTOR_RUN: pg_sys::ExecutorRun_hook_type = None;
+static mut PREV_EXECUTOR_FINISH: pg_sys::ExecutorFinish_hook_type = None;
+static mut PREV_EXECUTOR_END: pg_sys::ExecutorEnd_hook_type = None;
+static mut PREV_PROCESS_UTILITY: pg_sys::ProcessUtility_hook_type = None;
+
+/// Unguarded declarations of functions the trampolines call on every statement. Calling them
+/// through pgrx's wrappers would catch the statement's own errors (rule 1) and cost a
+/// `sigsetjmp` per call.
+mod raw {
+    use pgrx::pg_sys::*;
+    use std::ffi::{c_char, c_int, c_void};
+    unsafe extern "C-unwind" {
+        pub fn standard_ExecutorStart(query_desc: *mut QueryDesc, eflags: c_int);
+        pub fn standard_ExecutorRun(
+            query_desc: *mut QueryDesc,
+            direction: ScanDirection::Type,
+            count: u64,
+            execute_once: bool,
+        );
+        pub fn standard_ExecutorFinish(query_desc: *mut QueryDesc);
+        pub fn standard_ExecutorEnd(query_desc: *mut QueryDesc);
+        pub fn standard_planner(
+            parse: *mut Query,
+            query_string: *const c_char,
+            cursor_options: c_int,
+            bound_params: ParamListInfo,
+        ) -> *mut PlannedStmt;
+        #[allow(clippy::too_many_arguments)]
+        pub fn standard_ProcessUtility(
+            pstmt: *mut PlannedStmt,
+            query_string: *const c_char,
+            read_only_tree: bool,
+            context: ProcessUtilityContext::Type,
+            params: ParamListInfo,
+            query_env: *mut QueryEnvironment,
+            dest: *mut DestReceiver,
+            qc: *mut QueryCompletion,
+        );
+        pub fn GetUserId() -> Oid;
+        pub fn GetCurrentStatementStartTimestamp() -> TimestampTz;
+        pub fn pg_re_throw() -> !;
+        /// From pgrx's C shim (always linked): runs `code(jbuf, env)` after `sigsetjmp(jbuf)`,
+        /// returning the `siglongjmp` value when an ERROR jumps back.
+        pub fn call_closure_with_sigsetjmp(
+            savemask: c_int,
+            env: *mut c_void,
+            code: unsafe extern "C-unwind" fn(jbuf: *mut c_void, env: *mut c_void) -> c_int,
+        ) -> c_int;
+    }
+}
+
+/// Install every hook, saving the previous ones; called from `_PG_init` while preloading.
+pub fn install() {
+    // SAFETY: _PG_init runs once, single-threaded, before any statement can reach these hooks.
+    unsafe {
+        PREV_POST_PARSE_ANALYZE = pg_sys::post_parse_analyze_hook;
+        pg_sys::post_parse_analyze_hook = Some(post_parse_analyze);
+        PREV_PLANNER = pg_sys::planner_hook;
+        pg_sys::planner_hook = Some(planner);
+        PREV_EXECUTOR_START = pg_sys::ExecutorStart_hook;
+        pg_sys::ExecutorStart_hook = Some(executor_start);
+        PREV_EXECUTOR_RUN = pg_sys::ExecutorRun_hook;
+        pg_sys::ExecutorRun_hook = Some(executor_run);
+        PREV_EXECUTOR_FINISH = pg_sys::ExecutorFinish_hook;
+        pg_sys::ExecutorFinish_hook = Some(executor_finish);
+        PREV_EXECUTOR_END = pg_sys::ExecutorEnd_hook;
+        pg_sys::ExecutorEnd_hook = Some(executor_end);
+        PREV_PROCESS_UTILITY = pg_sys::ProcessUtility_hook;
+        pg_sys::ProcessUtility_hook = Some(process_utility);
+        pg_sys::RegisterXactCallback(Some(xact_callback), std::ptr::null_mut());
+        pg_sys::RegisterSubXactCallback(Some(subxact_callback), std::ptr::null_mut());
+    }
+}
+
+/// A failed statement never reaches ExecutorEnd: forget its timing frame when its transaction
+/// aborts.
+unsafe extern "C-unwind" fn xact_callback(event: pg_sys::XactEvent::Type, _arg: *mut c_void) {
+    if matches!(event, pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT) {
+        FRAMES.with(Frames::xact_aborted);
+    }
+}
+
+/// Likewise for subtransactions (savepoints, PL/pgSQL exception blocks), which must keep the
+/// frames of statements that started before them.
+unsafe extern "C-unwind" fn subxact_callback(
+    event: pg_sys::SubXactEvent::Type,
+    subid: pg_sys::SubTransactionId,
+    _parent: pg_sys::SubTransactionId,
+    _arg: *mut c_void,
+) {
+    match event {
+        pg_sys::SubXactEvent::SUBXACT_EVENT_START_SUB => FRAMES.with(|f| f.subxact_started(subid)),
+        pg_sys::SubXactEvent::SUBXACT_EVENT_COMMIT_SUB => FRAMES.with(|f| f.subxact_committed(subid)),
+        pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB => FRAMES.with(|f| f.subxact_aborted(subid)),
+        _ => None,
+    };
+}
+
+/// The clock and the backend's I/O counters at the start of a timed call.
+#[derive(Clone, Copy)]
+struct Snapshot {
+    at_ns: i64,
+    buffers: pg_sys::BufferUsage,
+    wal: pg_sys::WalUsage,
+}
+
+/// CLOCK_MONOTONIC in nanoseconds, the clock Postgres' own instrumentation reads.
+#[inline(always)]
+fn monotonic_ns() -> i64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes the struct we pass; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec * 1_000_000_000 + ts.tv_nsec
+}
+
+impl Snapshot {
+    #[inline(always)]
+    fn take() -> Self {
+        // SAFETY: copies of backend-local globals.
+        unsafe { Snapshot { at_ns: monotonic_ns(), buffers: pg_sys::pgBufferUsage, wal: pg_sys::pgWalUsage } }
+    }
+
+    /// What happened since `take`. The global counters include the I/O of parallel workers,
+    /// which the executor folds into the leader's when they finish.
+    #[inline(always)]
+    fn elapsed(&self) -> Accumulated {
+        let now = Snapshot::take();
+        Accumulated {
+            time_ns: now.at_ns - self.at_ns,
+            rows: 0,
+            buffers: buffer_diff(&now.buffers, &self.buffers),
+            wal: wal_diff(&now.wal, &self.wal),
+        }
+    }
+}
+
+/// `PG_TRY { body } PG_FINALLY { finally } PG_END_TRY`: runs `finally` whether `body` returns
+/// or raises an ERROR, then re-throws that ERROR untouched.
+///
+/// # Safety
+/// `body` must hold nothing with a destructor (an ERROR `longjmp`s over its frame), and must be
+/// called on the backend's main thread.
+#[inline(always)]
+unsafe fn try_finally<B: FnOnce()>(body: B, finally: impl FnOnce()) {
+    unsafe extern "C-unwind" fn run<B: FnOnce()>(jbuf: *mut c_void, env: *mut c_void) -> c_int {
+        // SAFETY: `env` is the `Option<B>` below, alive until `call_closure_with_sigsetjmp`
+        // returns; `jbuf` is the shim's jump buffer, valid while this frame exists.
+        unsafe {
+            pg_sys::PG_exception_stack = jbuf.cast();
+            if let Some(body) = (*env.cast::<Option<B>>()).take() {
+                body();
+            }
+        }
+        0
+    }
+    // SAFETY: the same save/restore as the C macros; see the function's contract.
+    unsafe {
+        let saved_exception_stack = pg_sys::PG_exception_stack;
+        let saved_context_stack = pg_sys::error_context_stack;
+        let mut body = Some(body);
+        let jumped = raw::call_closure_with_sigsetjmp(0, (&raw mut body).cast(), run::<B>);
+        pg_sys::PG_exception_stack = saved_exception_stack;
+        pg_sys::error_context_stack = saved_context_stack;
+        finally();
+        if jumped != 0 {
+            raw::pg_re_throw();
+        }
+    }
+}
+
+/// Run our own bookkeeping so that nothing it does can fail the user's statement: a panic or a
+/// Postgres ERROR inside `f` is caught, the sample is counted as dropped, and the interrupt
+/// holdoff counters that an ERROR resets are put back.
+#[inline(always)]
+fn guarded(f: impl FnOnce()) {
+    // SAFETY: plain reads/writes of backend-local counters on the main thread.
+    let (holdoff, cancel_holdoff) = unsafe { (pg_sys::InterruptHoldoffCount, pg_sys::QueryCancelHoldoffCount) };
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
+        // SAFETY: as above; restoring what the caught ERROR reset.
+        unsafe {
+            pg_sys::InterruptHoldoffCount = holdoff;
+            pg_sys::QueryCancelHoldoffCount = cancel_holdoff;
+        }
+        recorder::count_dropped_sample();
+    }
+}
+
+/// Whether a statement at the current depth is recorded: not in parallel workers (their
+/// work is folded into the leader's instrumentation), only with shared memory present.
+#[inline(always)]
+fn enabled(level: i32) -> bool {
+    // SAFETY: ParallelWorkerNumber is a backend-local global set at worker start.
+    gucs::enabled_at(level) && unsafe { pg_sys::ParallelWorkerNumber } < 0 && shmem::is_ready()
+}
+
+/// EXECUTE, PREPARE and DEALLOCATE are not recorded themselves (as in pg_stat_statements):
+/// executions are charged to the prepared statement by the executor hooks.
+///
+/// # Safety
+/// `node` is a valid parse node.
+unsafe fn is_handled_utility(node: *mut pg_sys::Node) -> bool {
+    // SAFETY: reading the tag of a valid node.
+    let tag = unsafe { (*node).type_ };
+    !matches!(tag, pg_sys::NodeTag::T_ExecuteStmt | pg_sys::NodeTag::T_PrepareStmt | pg_sys::NodeTag::T_DeallocateStmt)
+}
+
+unsafe extern "C-unwind" fn post_parse_analyze(
+    pstate: *mut pg_sys::ParseState,
+    query: *mut pg_sys::Query,
+    jstate: *mut pg_sys::JumbleState,
+) {
+    // SAFETY: Postgres hands us valid pointers (jstate may be null); we chain first.
+    unsafe {
+        if let Some(prev) = PREV_POST_PARSE_ANALYZE {
+            prev(pstate, query, jstate);
+        }
+        if !enabled(NESTING) {
+            return;
+        }
+        if !(*query).utilityStmt.is_null() {
+            if gucs::track_utility() && !is_handled_utility((*query).utilityStmt) {
+                (*query).queryId = 0;
+            }
+            return;
+        }
+        // Only statements with constants need a normalized text; the others' text is the same
+        // as the one the executor sees.
+        if jstate.is_null() || (*jstate).clocations_count <= 0 || (*query).queryId == 0 {
+            return;
+        }
+        let queryid = (*query).queryId;
+        let toplevel = NESTING == 0;
+        let userid = raw::GetUserId().to_u32();
+        let (source, location, len) = ((*pstate).p_sourcetext, (*query).stmt_location, (*query).stmt_len);
+        guarded(|| {
+            recorder::note_parsed(queryid, userid, toplevel, || querytext::normalized(jstate, source, location, len))
+        });
+    }
+}
+
+unsafe extern "C-unwind" fn planner(
+    parse: *mut pg_sys::Query,
+    query_string: *const c_char,
+    cursor_options: c_int,
+    bound_params: pg_sys::ParamListInfo,
+) -> *mut pg_sys::PlannedStmt {
+    // SAFETY: valid pointers from Postgres; `call` holds no destructors.
+    unsafe {
+        let call = move || match PREV_PLANNER {
+            Some(prev) => prev(parse, query_string, cursor_options, bound_params),
+            None => raw::standard_planner(parse, query_string, cursor_options, bound_params),
+        };
+        if !(gucs::track_planning()
+            && enabled(PLAN_NESTING + NESTING)
+            && !query_string.is_null()
+            && (*parse).queryId != 0)
+        {
+            return call();
+        }
+        let start = Snapshot::take();
+        let mut result = std::ptr::null_mut();
+        PLAN_NESTING += 1;
+        try_finally(|| result = call(), || PLAN_NESTING -= 1);
+        let d = start.elapsed();
+        let (queryid, location, len) = ((*parse).queryId, (*parse).stmt_location, (*parse).stmt_len);
+        let sample =
+            Sample { phase: Phase::Plan, duration_ms: d.time_ms(), rows: 0, buffers: d.buffers, wal: d.wal, jit: None };
+        let key = statement_key(queryid);
+        guarded(|| recorder::record(key, &sample, || querytext::statement_text(query_string, location, len)));
+        result
+    }
+}
+
+unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, eflags: c_int) {
+    // SAFETY: valid QueryDesc from Postgres.
+    unsafe {
+        match PREV_EXECUTOR_START {
+            Some(prev) => prev(query_desc, eflags),
+            None => raw::standard_ExecutorStart(query_desc, eflags),
+        }
+        if (*(*query_desc).plannedstmt).queryId != 0 && enabled(NESTING) {
+            FRAMES.with(|f| f.begin(query_desc as usize));
+        }
+    }
+}
+
+/// Run one ExecutorRun/ExecutorFinish call one level deeper, timing it if its statement is
+/// timed (and, for ExecutorRun, counting the rows it processed), and restoring the level even if
+/// the call raises an ERROR.
+///
+/// # Safety
+/// `call` is a pass-through to the previous hook or standard function (no destructors).
+#[inline(always)]
+unsafe fn run_nested(query_desc: *mut pg_sys::QueryDesc, count_rows: bool, call: impl FnOnce()) {
+    let id = query_desc as usize;
+    let start = FRAMES.with(|f| f.is_timed(id)).unwrap_or(false).then(Snapshot::take);
+    // SAFETY: see the function contract; NESTING is backend-local.
+    unsafe {
+        NESTING += 1;
+        try_finally(call, || NESTING -= 1);
+    }
+    if let Some(start) = start {
+        let mut d = start.elapsed();
+        if count_rows {
+            // SAFETY: the query is still running, so its estate is valid.
+            d.rows = unsafe { (*(*query_desc).estate).es_processed };
+        }
+        FRAMES.with(|f| f.add(id, &d));
+    }
+}
+
+unsafe extern "C-unwind" fn executor_run(
+    query_desc: *mut pg_sys::QueryDesc,
+    direction: pg_sys::ScanDirection::Type,
+    count: u64,
+    execute_once: bool,
+) {
+    // SAFETY: pass-through of Postgres' own arguments; the closure holds no destructors.
+    unsafe {
+        run_nested(query_desc, true, || match PREV_EXECUTOR_RUN {
+            Some(prev) => prev(query_desc, direction, count, execute_once),
+            None => raw::standard_ExecutorRun(query_desc, direction, count, execute_once),
+        });
+    }
+}
+
+unsafe extern "C-unwind" fn executor_finish(query_desc: *mut pg_sys::QueryDesc) {
+    // SAFETY: as in `executor_run`.
+    unsafe {
+        let call = || match PREV_EXECUTOR_FINISH {
+            Some(prev) => prev(query_desc),
+            None => raw::standard_ExecutorFinish(query_desc),
+        };
+        // ExecutorFinish runs AFTER triggers and the rest of data-modifying CTEs. A plain SELECT
+        // has neither, so its Finish runs no statement and takes no measurable time: skip the
+        // bookkeeping (most statements are plain SELECTs).
+        if (*query_desc).operation == pg_sys::CmdType::CMD_SELECT
+            && (*(*query_desc).estate).es_auxmodifytables.is_null()
+        {
+            call();
+        } else {
+            run_nested(query_desc, false, call);
+        }
+    }
+}
+
+unsafe extern "C-unwind" fn executor_end(query_desc: *mut pg_sys::QueryDesc) {
+    // SAFETY: valid QueryDesc; everything is read before the standard ExecutorEnd frees it.
+    unsafe {
+        let queryid = (*(*query_desc).plannedstmt).queryId;
+        let timed = if queryid != 0 { FRAMES.with(|f| f.end(query_desc as usize)).flatten() } else { None };
+        if let Some(acc) = timed
+            && enabled(NESTING)
+        {
+            let estate = (*query_desc).estate;
+            let sample = Sample {
+                phase: Phase::Exec,
+                duration_ms: acc.time_ms(),
+                rows: acc.rows,
+                buffers: acc.buffers,
+                wal: acc.wal,
+                jit: (!(*estate).es_jit.is_null()).then(|| jit_counters(&(*(*estate).es_jit).instr)),
+            };
+            let key = statement_key(queryid);
+            let stmt = (*(*query_desc).plannedstmt).stmt_location;
+            let stmt_len = (*(*query_desc).plannedstmt).stmt_len;
+            let source = (*query_desc).sourceText;
+            guarded(|| {
+                recorder::record(key, &sample, || querytext::statement_text(source, stmt, stmt_len));
+                if recorder::is_slow(sample.duration_ms) {
+                    let plans =
+                        if gucs::slow_query_plans() { explain::capture(query_desc) } else { Default::default() };
+                    recorder::record_slow(key, &sample, querytext::statement_text(source, stmt, stmt_len), plans);
+                }
+            });
+        }
+        match PREV_EXECUTOR_END {
+            Some(prev) => prev(query_desc),
+            None => raw::standard_ExecutorEnd(query_desc),
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+unsafe extern "C-unwind" fn process_utility(
+    pstmt: *mut pg_sys::PlannedStmt,
+    query_string: *const c_char,
+    read_only_tree: bool,
+    context: pg_sys::ProcessUtilityContext::Type,
+    params: pg_sys::ParamListInfo,
+    query_env: *mut pg_sys::QueryEnvironment,
+    dest: *mut pg_sys::DestReceiver,
+    qc: *mut pg_sys::QueryCompletion,
+) {
+    // SAFETY: pass-through of Postgres' own arguments; `call` holds no destructors.
+    unsafe {
+        let call = move || match PREV_PROCESS_UTILITY {
+            Some(prev) => prev(pstmt, query_string, read_only_tree, context, params, query_env, dest, qc),
+            None => {
+                raw::standard_ProcessUtility(pstmt, query_string, read_only_tree, context, params, query_env, dest, qc)
+            }
+        };
+        let saved_queryid = (*pstmt).queryId;
+        let tracked = gucs::track_utility() && enabled(NESTING);
+        // Utility statements that contain an optimizable one (EXPLAIN, CREATE TABLE AS, DECLARE
+        // CURSOR) go through the executor too; zeroing the id keeps them from being counted
+        // twice, since we time them here.
+        if tracked {
+            (*pstmt).queryId = 0;
+        }
+        if !(tracked && is_handled_utility((*pstmt).utilityStmt)) {
+            call();
+            return;
+        }
+        let start = Snapshot::take();
+        NESTING += 1;
+        try_finally(call, || NESTING -= 1);
+        let d = start.elapsed();
+        if saved_queryid == 0 {
+            return;
+        }
+        // Rows retrieved or affected, for the commands that report them.
+        let rows = if !qc.is_null()
+            && matches!(
+                (*qc).commandTag,
+                pg_sys::CommandTag::CMDTAG_COPY
+                    | pg_sys::CommandTag::CMDTAG_FETCH
+                    | pg_sys::CommandTag::CMDTAG_SELECT
+                    | pg_sys::CommandTag::CMDTAG_REFRESH_MATERIALIZED_VIEW
+            ) {
+            (*qc).nprocessed
+        } else {
+            0
+        };
+        let sample =
+            Sample { phase: Phase::Exec, duration_ms: d.time_ms(), rows, buffers: d.buffers, wal: d.wal, jit: None };
+        let key = statement_key(saved_queryid);
+        let (location, len) = ((*pstmt).stmt_location, (*pstmt).stmt_len);
+        guarded(|| {
+            recorder::record(key, &sample, || querytext::statement_text(query_string, location, len));
+            if recorder::is_slow(sample.duration_ms) {
+                recorder::record_slow(
+                    key,
+                    &sample,
+                    querytext::statement_text(query_string, location, len),
+                    Default::default(),
+                );
+            }
+        });
+    }
+}
+
+/// Who ran the statement, where, and at which level.
+#[inline(always)]
+fn statement_key(queryid: u64) -> recorder::StatementKey {
+    // SAFETY: backend-local globals and side-effect-free getters.
+    unsafe {
+        recorder::StatementKey {
+            queryid,
+            userid: raw::GetUserId().to_u32(),
+            dbid: pg_sys::MyDatabaseId.to_u32(),
+            toplevel: NESTING == 0,
+            at: raw::GetCurrentStatementStartTimestamp(),
+        }
+    }
+}
+
+#[inline(always)]
+fn instr_ns(t: &pg_sys::instr_time) -> i64 {
+    t.tv_sec * 1_000_000_000 + t.tv_nsec
+}
+
+#[inline(always)]
+fn instr_ms(t: &pg_sys::instr_time) -> f64 {
+    instr_ns(t) as f64 / 1e6
+}
+
+#[inline(always)]
+fn buffer_diff(a: &pg_sys::BufferUsage, b: &pg_sys::BufferUsage) -> BufferCounters {
+    BufferCounters {
+        shared_blks_hit: a.shared_blks_hit - b.shared_blks_hit,
+        shared_blks_read: a.shared_blks_read - b.shared_blks_read,
+        shared_blks_dirtied: a.shared_blks_dirtied - b.shared_blks_dirtied,
+        shared_blks_written: a.shared_blks_written - b.shared_blks_written,
+        local_blks_hit: a.local_blks_hit - b.local_blks_hit,
+        local_blks_read: a.local_blks_read - b.local_blks_read,
+        local_blks_dirtied: a.local_blks_dirtied - b.local_blks_dirtied,
+        local_blks_written: a.local_blks_written - b.local_blks_written,
+        temp_blks_read: a.temp_blks_read - b.temp_blks_read,
+        temp_blks_written: a.temp_blks_written - b.temp_blks_written,
+        blk_read_time_ns: instr_ns(&a.blk_read_time) - instr_ns(&b.blk_read_time),
+        blk_write_time_ns: instr_ns(&a.blk_write_time) - instr_ns(&b.blk_write_time),
+        temp_blk_read_time_ns: instr_ns(&a.temp_blk_read_time) - instr_ns(&b.temp_blk_read_time),
+        temp_blk_write_time_ns: instr_ns(&a.temp_blk_write_time) - instr_ns(&b.temp_blk_write_time),
+    }
+}
+
+#[inline(always)]
+fn wal_diff(now: &pg_sys::WalUsage, start: &pg_sys::WalUsage) -> WalCounters {
+    WalCounters {
+        records: now.wal_records - start.wal_records,
+        fpi: now.wal_fpi - start.wal_fpi,
+        bytes: now.wal_bytes.wrapping_sub(start.wal_bytes),
+    }
+}
+
+fn jit_counters(j: &pg_sys::JitInstrumentation) -> JitCounters {
+    JitCounters {
+        functions: j.created_functions as i64,
+        generation_time: instr_ms(&j.generation_counter),
+        inlining_time: instr_ms(&j.inlining_counter),
+        optimization_time: instr_ms(&j.optimization_counter),
+        emission_time: instr_ms(&j.emission_counter),
+    }
+}

@@ -1,0 +1,279 @@
+//! The statistics one entry accumulates, and how one measured execution (a [`Sample`]) is
+//! folded into them.
+//!
+//! Semantics follow pg_stat_statements 1.10 column by column (times in milliseconds, population
+//! standard deviation by Welford's method, planning and execution counted separately), plus the
+//! latency histogram and first/last-seen timestamps. [`Counters`] is plain old data so it can
+//! live in shared memory and be written to the stats file byte for byte.
+
+use super::histogram::{Histogram, ms_to_ns};
+use bytemuck::{Pod, Zeroable};
+
+/// Which phase a sample measures; the index into the per-phase arrays of [`Counters`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Plan = 0,
+    Exec = 1,
+}
+
+/// Block I/O of one statement (a `BufferUsage` difference), I/O times in nanoseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct BufferCounters {
+    pub shared_blks_hit: i64,
+    pub shared_blks_read: i64,
+    pub shared_blks_dirtied: i64,
+    pub shared_blks_written: i64,
+    pub local_blks_hit: i64,
+    pub local_blks_read: i64,
+    pub local_blks_dirtied: i64,
+    pub local_blks_written: i64,
+    pub temp_blks_read: i64,
+    pub temp_blks_written: i64,
+    pub blk_read_time_ns: i64,
+    pub blk_write_time_ns: i64,
+    pub temp_blk_read_time_ns: i64,
+    pub temp_blk_write_time_ns: i64,
+}
+
+impl BufferCounters {
+    pub fn add(&mut self, o: &BufferCounters) {
+        self.shared_blks_hit += o.shared_blks_hit;
+        self.shared_blks_read += o.shared_blks_read;
+        self.shared_blks_dirtied += o.shared_blks_dirtied;
+        self.shared_blks_written += o.shared_blks_written;
+        self.local_blks_hit += o.local_blks_hit;
+        self.local_blks_read += o.local_blks_read;
+        self.local_blks_dirtied += o.local_blks_dirtied;
+        self.local_blks_written += o.local_blks_written;
+        self.temp_blks_read += o.temp_blks_read;
+        self.temp_blks_written += o.temp_blks_written;
+        self.blk_read_time_ns += o.blk_read_time_ns;
+        self.blk_write_time_ns += o.blk_write_time_ns;
+        self.temp_blk_read_time_ns += o.temp_blk_read_time_ns;
+        self.temp_blk_write_time_ns += o.temp_blk_write_time_ns;
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct WalCounters {
+    pub records: i64,
+    pub fpi: i64,
+    pub bytes: u64,
+}
+
+impl WalCounters {
+    pub fn add(&mut self, o: &WalCounters) {
+        self.records += o.records;
+        self.fpi += o.fpi;
+        self.bytes += o.bytes;
+    }
+}
+
+/// JIT work of one execution, times in milliseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct JitCounters {
+    pub functions: i64,
+    pub generation_time: f64,
+    pub inlining_time: f64,
+    pub optimization_time: f64,
+    pub emission_time: f64,
+}
+
+/// One measured planning or execution of a statement.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sample {
+    pub phase: Phase,
+    pub duration_ms: f64,
+    pub rows: u64,
+    pub buffers: BufferCounters,
+    pub wal: WalCounters,
+    pub jit: Option<JitCounters>,
+}
+
+/// Accumulated statistics of one (userid, dbid, queryid, toplevel).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct Counters {
+    pub calls: [i64; 2],
+    pub total_time: [f64; 2],
+    pub min_time: [f64; 2],
+    pub max_time: [f64; 2],
+    pub mean_time: [f64; 2],
+    /// Sum of squared differences from the mean (Welford); variance = sum_var_time / calls.
+    pub sum_var_time: [f64; 2],
+    pub rows: i64,
+    pub shared_blks_hit: i64,
+    pub shared_blks_read: i64,
+    pub shared_blks_dirtied: i64,
+    pub shared_blks_written: i64,
+    pub local_blks_hit: i64,
+    pub local_blks_read: i64,
+    pub local_blks_dirtied: i64,
+    pub local_blks_written: i64,
+    pub temp_blks_read: i64,
+    pub temp_blks_written: i64,
+    /// I/O times in nanoseconds (the views show milliseconds, as pg_stat_statements does).
+    pub blk_read_time_ns: i64,
+    pub blk_write_time_ns: i64,
+    pub temp_blk_read_time_ns: i64,
+    pub temp_blk_write_time_ns: i64,
+    pub wal_records: i64,
+    pub wal_fpi: i64,
+    pub wal_bytes: u64,
+    pub jit_functions: i64,
+    pub jit_generation_time: f64,
+    pub jit_inlining_count: i64,
+    pub jit_inlining_time: f64,
+    pub jit_optimization_count: i64,
+    pub jit_optimization_time: f64,
+    pub jit_emission_count: i64,
+    pub jit_emission_time: f64,
+    /// Eviction priority: the milliseconds this entry has cost (planning and execution),
+    /// decayed at every eviction pass so that old costs fade. The cheapest entries are evicted
+    /// first, so a rare but expensive statement outlives many cheap ones.
+    pub usage: f64,
+    /// `TimestampTz` (µs since 2000-01-01) of the first and latest recorded sample.
+    pub first_seen: i64,
+    pub last_seen: i64,
+    pub exec_histogram: Histogram,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Self::zeroed()
+    }
+}
+
+impl Counters {
+    /// Fold one sample in. `now` is the sample's `TimestampTz`.
+    pub fn accumulate(&mut self, s: &Sample, now: i64) {
+        let k = s.phase as usize;
+        let t = s.duration_ms;
+        self.calls[k] += 1;
+        self.total_time[k] += t;
+        if self.calls[k] == 1 {
+            self.min_time[k] = t;
+            self.max_time[k] = t;
+            self.mean_time[k] = t;
+        } else {
+            let old_mean = self.mean_time[k];
+            self.mean_time[k] += (t - old_mean) / self.calls[k] as f64;
+            self.sum_var_time[k] += (t - old_mean) * (t - self.mean_time[k]);
+            self.min_time[k] = self.min_time[k].min(t);
+            self.max_time[k] = self.max_time[k].max(t);
+        }
+        if s.phase == Phase::Exec {
+            self.exec_histogram.record(ms_to_ns(t));
+        }
+        self.rows += s.rows as i64;
+        let b = &s.buffers;
+        self.shared_blks_hit += b.shared_blks_hit;
+        self.shared_blks_read += b.shared_blks_read;
+        self.shared_blks_dirtied += b.shared_blks_dirtied;
+        self.shared_blks_written += b.shared_blks_written;
+        self.local_blks_hit += b.local_blks_hit;
+        self.local_blks_read += b.local_blks_read;
+        self.local_blks_dirtied += b.local_blks_dirtied;
+        self.local_blks_written += b.local_blks_written;
+        self.temp_blks_read += b.temp_blks_read;
+        self.temp_blks_written += b.temp_blks_written;
+        self.blk_read_time_ns += b.blk_read_time_ns;
+        self.blk_write_time_ns += b.blk_write_time_ns;
+        self.temp_blk_read_time_ns += b.temp_blk_read_time_ns;
+        self.temp_blk_write_time_ns += b.temp_blk_write_time_ns;
+        self.wal_records += s.wal.records;
+        self.wal_fpi += s.wal.fpi;
+        self.wal_bytes += s.wal.bytes;
+        if let Some(j) = &s.jit {
+            self.jit_functions += j.functions;
+            self.jit_generation_time += j.generation_time;
+            self.jit_inlining_count += i64::from(j.inlining_time > 0.0);
+            self.jit_inlining_time += j.inlining_time;
+            self.jit_optimization_count += i64::from(j.optimization_time > 0.0);
+            self.jit_optimization_time += j.optimization_time;
+            self.jit_emission_count += i64::from(j.emission_time > 0.0);
+            self.jit_emission_time += j.emission_time;
+        }
+        self.usage += t.max(0.0);
+        if self.first_seen == 0 {
+            self.first_seen = now;
+        }
+        self.last_seen = now;
+    }
+
+    /// Population standard deviation of a phase, as pg_stat_statements reports it.
+    pub fn stddev(&self, phase: Phase) -> f64 {
+        let k = phase as usize;
+        if self.calls[k] > 1 { (self.sum_var_time[k] / self.calls[k] as f64).sqrt() } else { 0.0 }
+    }
+
+    pub fn exec_percentile(&self, q: f64) -> Option<f64> {
+        let k = Phase::Exec as usize;
+        self.exec_histogram.percentile_ms(q, self.min_time[k], self.max_time[k])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exec(ms: f64) -> Sample {
+        Sample {
+            phase: Phase::Exec,
+            duration_ms: ms,
+            rows: 2,
+            buffers: BufferCounters { shared_blks_hit: 3, ..Default::default() },
+            wal: WalCounters { records: 1, fpi: 0, bytes: 100 },
+            jit: None,
+        }
+    }
+
+    #[test]
+    fn welford_matches_population_stddev() {
+        let mut c = Counters::default();
+        let xs = [2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0];
+        for (i, &x) in xs.iter().enumerate() {
+            c.accumulate(&exec(x), 1000 + i as i64);
+        }
+        assert_eq!(c.calls[1], 8);
+        assert_eq!(c.total_time[1], 40.0);
+        assert_eq!(c.mean_time[1], 5.0);
+        assert!((c.stddev(Phase::Exec) - 2.0).abs() < 1e-12);
+        assert_eq!((c.min_time[1], c.max_time[1]), (2.0, 9.0));
+        assert_eq!(c.rows, 16);
+        assert_eq!(c.shared_blks_hit, 24);
+        assert_eq!(c.wal_bytes, 800);
+        assert_eq!((c.first_seen, c.last_seen), (1000, 1007));
+        assert_eq!(c.calls[0], 0, "planning is counted separately");
+    }
+
+    #[test]
+    fn percentiles_never_exceed_max_and_are_ordered() {
+        let mut c = Counters::default();
+        for i in 1..=1000 {
+            c.accumulate(&exec(i as f64 / 10.0), 1);
+        }
+        let (p50, p95, p99) =
+            (c.exec_percentile(0.5).unwrap(), c.exec_percentile(0.95).unwrap(), c.exec_percentile(0.99).unwrap());
+        assert!(p50 <= p95 && p95 <= p99 && p99 <= c.max_time[1]);
+        assert!((p50 - 50.0).abs() / 50.0 < 0.0625);
+    }
+
+    #[test]
+    fn jit_counts_only_phases_that_took_time() {
+        let mut c = Counters::default();
+        let mut s = exec(1.0);
+        s.jit = Some(JitCounters {
+            functions: 4,
+            generation_time: 1.0,
+            inlining_time: 0.0,
+            optimization_time: 2.0,
+            emission_time: 3.0,
+        });
+        c.accumulate(&s, 1);
+        assert_eq!(
+            (c.jit_functions, c.jit_inlining_count, c.jit_optimization_count, c.jit_emission_count),
+            (4, 0, 1, 1)
+        );
+    }
+}
