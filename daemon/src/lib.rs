@@ -1,0 +1,117 @@
+//! voxperfd: voxperf's companion daemon.
+//!
+//! It serves a two-level cache (L1 in process, L2 in Redis) whose entries computed from tables
+//! are invalidated by the extension's NOTIFYs, plus health and resilience APIs. The pattern table
+//! (where each concept lives):
+//!
+//! | concept | module |
+//! | --- | --- |
+//! | configuration from the environment, presets | [`config`] |
+//! | the cache, generations, invalidation listener | [`cache`] |
+//! | circuit breakers | [`resilience`] |
+//! | Postgres: pool, read-only statements, watched tables | [`db`] |
+//! | logic behind the API | [`services`] |
+//! | routes, handlers, middleware, errors | [`http`] |
+//! | time as a dependency | [`clock`] |
+//!
+//! [`app`] builds the router (testable with `oneshot`); [`run`] serves it until shutdown.
+
+pub mod cache;
+pub mod clock;
+pub mod config;
+pub mod db;
+pub mod http;
+pub mod resilience;
+pub mod services;
+pub mod state;
+
+use std::future::Future;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::header::CACHE_CONTROL;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::Response;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::compression::CompressionLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use tracing::Span;
+
+pub use state::AppState;
+
+use crate::http::error::InternalError;
+use crate::http::middleware::{errors, etag, security, timing};
+
+/// The whole HTTP application: routes plus the cross-cutting layers.
+///
+/// Layer order, outermost first (a request passes them top to bottom, a response bottom to top):
+/// request id → trace span and log → response time → security headers and default
+/// `Cache-Control: no-store` → compression → JSON error shape → ETag → timeout → body limit.
+pub fn app(state: AppState) -> Router {
+    let config = state.config.http.clone();
+    with_layers(http::router(state), &config)
+}
+
+/// Wraps any router in the daemon's HTTP layers (see [`app`]); tests use it on routes of their
+/// own.
+pub fn with_layers(router: Router, http: &config::HttpConfig) -> Router {
+    let (body_limit, timeout) = (http.body_limit, http.request_timeout);
+    let mut router = router
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(RequestBodyLimitLayer::new(body_limit))
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, timeout))
+        .layer(axum::middleware::from_fn(etag::etag))
+        .layer(axum::middleware::from_fn(errors::json_errors))
+        .layer(CompressionLayer::new())
+        .layer(SetResponseHeaderLayer::if_not_present(CACHE_CONTROL, HeaderValue::from_static("no-store")));
+    for (name, value) in security::headers() {
+        router = router.layer(SetResponseHeaderLayer::if_not_present(name, value));
+    }
+    router
+        .layer(axum::middleware::from_fn(timing::response_time))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request| {
+                    let path =
+                        request.extensions().get::<MatchedPath>().map_or(request.uri().path(), MatchedPath::as_str);
+                    let request_id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+                    tracing::info_span!("request", method = %request.method(), path, request_id)
+                })
+                .on_response(|response: &Response, latency: Duration, _span: &Span| {
+                    let ms = latency.as_secs_f64() * 1000.0;
+                    let status = response.status().as_u16();
+                    match response.extensions().get::<InternalError>() {
+                        Some(InternalError(error)) => {
+                            tracing::error!(status, latency_ms = ms, %error, "request failed");
+                        }
+                        None => tracing::info!(status, latency_ms = ms, "request"),
+                    }
+                }),
+        )
+        .layer(SetSensitiveRequestHeadersLayer::new([axum::http::header::AUTHORIZATION]))
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+/// Serves `app(state)` on `listener`, with the background tasks, until `shutdown` completes;
+/// then stops accepting, lets in-flight requests finish, and stops the tasks.
+pub async fn run<F>(listener: TcpListener, state: AppState, shutdown: F) -> std::io::Result<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let tasks_token = CancellationToken::new();
+    let tasks = state.start(tasks_token.clone());
+    let result = axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await;
+    tasks_token.cancel();
+    for task in tasks {
+        let _ = task.await;
+    }
+    result
+}
