@@ -4,6 +4,7 @@
 # sharedir/extension) with `cargo pgrx install`.
 #
 #   ext.sh install [debug|release]     (default: debug)
+#   ext.sh detach                      give processes that map voxperf.so their own copy (below)
 #
 # The installed files are global to the machine: `cargo pgrx test` installs a test build into the
 # same place, which is why `make test` runs this after the pgrx tests.
@@ -20,6 +21,21 @@ SO="$LIBDIR/voxperf.so"
 
 so_sha() { sha256sum "$SO" 2>/dev/null | cut -d' ' -f1 || true; }
 
+# cargo pgrx (install, and the test harness) overwrites voxperf.so in place, under the feet of
+# every server that has it mapped: their backends crash on the next page they fault in. Replacing
+# the file by a copy first gives running processes their own, now unlinked, inode; the overwrite
+# then goes to a file nobody maps.
+cmd_detach() {
+    [ -f "$SO" ] || return 0
+    if voxperf_is_root; then
+        cp -p "$SO" "$SO.voxperf-tmp"
+        mv -f "$SO.voxperf-tmp" "$SO"
+    else
+        sudo cp -p "$SO" "$SO.voxperf-tmp"
+        sudo mv -f "$SO.voxperf-tmp" "$SO"
+    fi
+}
+
 cmd_install() {
     local profile="${1:-debug}" args=(--pg-config "$PG_CONFIG")
     case "$profile" in
@@ -30,14 +46,8 @@ cmd_install() {
     cargo pgrx --version >/dev/null 2>&1 || voxperf_die "cargo-pgrx not found; run scripts/deps.sh"
     if ! voxperf_is_root; then
         args+=(--sudo)
-        # `sudo cp` (what --sudo does) overwrites voxperf.so in place, under the feet of any
-        # backend that has it mapped. Replacing the file by a copy first gives running processes
-        # their own (now unlinked) inode; the install then writes to a file nobody maps.
-        if [ -f "$SO" ]; then
-            sudo cp -p "$SO" "$SO.voxperf-tmp"
-            sudo mv -f "$SO.voxperf-tmp" "$SO"
-        fi
     fi
+    cmd_detach
     local before
     before="$(so_sha)"
     (cd "$VOXPERF_ROOT/pg_ext" && cargo pgrx install "${args[@]}")
@@ -51,8 +61,9 @@ cmd="${1:-}"
 shift || true
 case "$cmd" in
     install) cmd_install "$@" ;;
+    detach) cmd_detach ;;
     *)
-        echo "usage: $0 install [debug|release]" >&2
+        echo "usage: $0 install [debug|release] | detach" >&2
         exit 2
         ;;
 esac

@@ -54,6 +54,8 @@ trap stop_services EXIT
 
 voxperf_banner "extension: cargo pgrx test pg15 ${pgrx_test_args[*]}"
 remove_stale_pgrx_clusters
+# The harness installs a test build over voxperf.so: keep a running project cluster on its copy.
+"$VOXPERF_SCRIPTS/ext.sh" detach
 (cd pg_ext && cargo pgrx test pg15 "${pgrx_test_args[@]}")
 
 voxperf_banner "extension: build and install (debug)"
