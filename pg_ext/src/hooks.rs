@@ -224,11 +224,15 @@ fn guarded(f: impl FnOnce()) {
 }
 
 /// Whether a statement at the current depth is recorded: not in parallel workers (their
-/// work is folded into the leader's instrumentation), only with shared memory present.
+/// work is folded into the leader's instrumentation), only with shared memory present, and not
+/// while the index advisor plans (its planning is not the user's workload).
 #[inline(always)]
 fn enabled(level: i32) -> bool {
     // SAFETY: ParallelWorkerNumber is a backend-local global set at worker start.
-    gucs::enabled_at(level) && unsafe { pg_sys::ParallelWorkerNumber } < 0 && shmem::is_ready()
+    gucs::enabled_at(level)
+        && unsafe { pg_sys::ParallelWorkerNumber } < 0
+        && shmem::is_ready()
+        && !crate::advisor::hypo::session_active()
 }
 
 /// EXECUTE, PREPARE and DEALLOCATE are not recorded themselves (as in pg_stat_statements):

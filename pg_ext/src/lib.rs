@@ -14,6 +14,7 @@
 
 use pgrx::prelude::*;
 
+mod advisor;
 mod api;
 mod backend;
 mod error;
@@ -29,10 +30,13 @@ pub mod stats;
 ::pgrx::pg_module_magic!(name, version);
 
 /// Loading without `shared_preload_libraries` (e.g. by `CREATE EXTENSION` alone) installs the
-/// SQL objects but no hooks: every function that needs the shared memory then raises a clear
-/// error with a hint naming the setting.
+/// SQL objects and the advisor's planner hooks but no statistics hooks: every function that
+/// needs the shared memory then raises a clear error with a hint naming the setting.
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
+    // Hypothetical indexes are per session and need no shared memory: the advisor works
+    // whether or not the library was preloaded.
+    advisor::hypo::install();
     // SAFETY: a global set by the postmaster while it loads preload libraries.
     if !unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         return;

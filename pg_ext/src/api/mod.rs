@@ -2,6 +2,7 @@
 //! library is preloaded, read through `shmem`, and turn the result into rows.
 
 mod admin;
+mod advisor;
 mod privileges;
 mod query_stats;
 mod slow_queries;
