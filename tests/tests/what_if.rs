@@ -115,7 +115,7 @@ async fn bad_input_fails_with_the_right_sqlstate_and_leaves_the_session_clean() 
             SqlState::UNDEFINED_COLUMN,
             "no_such_column",
         ),
-        (format!("SELECT 1; SELECT 2"), vec![], SqlState::INVALID_PARAMETER_VALUE, "exactly one statement"),
+        ("SELECT 1; SELECT 2".to_string(), vec![], SqlState::INVALID_PARAMETER_VALUE, "exactly one statement"),
         (format!("VACUUM {t}"), vec![], SqlState::INVALID_PARAMETER_VALUE, "can be planned"),
     ];
     for (query, ddls, code, message) in cases {

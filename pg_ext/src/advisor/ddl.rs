@@ -5,8 +5,8 @@
 
 use super::hypo::{HypoColumn, HypoIndex};
 use super::{AdvisorError, abbreviate};
-use pgrx::pg_sys;
 use pgrx::PgList;
+use pgrx::pg_sys;
 use std::cell::Cell;
 use std::ffi::{CStr, CString};
 
@@ -14,7 +14,11 @@ mod raw {
     use pgrx::pg_sys::{IndexStmt, Oid};
     unsafe extern "C-unwind" {
         // parse_utilcmd.h is not among pgrx's bindings; the function is exported by the server.
-        pub fn transformIndexStmt(relid: Oid, stmt: *mut IndexStmt, query_string: *const std::ffi::c_char) -> *mut IndexStmt;
+        pub fn transformIndexStmt(
+            relid: Oid,
+            stmt: *mut IndexStmt,
+            query_string: *const std::ffi::c_char,
+        ) -> *mut IndexStmt;
     }
 }
 

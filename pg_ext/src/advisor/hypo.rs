@@ -204,8 +204,8 @@ unsafe extern "C-unwind" fn explain_index_name(index_oid: pg_sys::Oid) -> *const
     // SAFETY: chaining; we only answer for our own OIDs, with a palloc'd copy of the name.
     unsafe {
         if session_active()
-            && let Some(Some(name)) =
-                STATE.with(|s| s.as_ref().and_then(|st| st.pool.iter().find(|i| i.oid == index_oid).map(|i| i.name.clone())))
+            && let Some(Some(name)) = STATE
+                .with(|s| s.as_ref().and_then(|st| st.pool.iter().find(|i| i.oid == index_oid).map(|i| i.name.clone())))
         {
             return pg_sys::pstrdup(name.as_ptr());
         }
@@ -246,10 +246,7 @@ pub fn estimate_pages(index: &HypoIndex, tuples: f64) -> u32 {
 ///
 /// # Safety
 /// Called from `get_relation_info_hook` with the planner's structures for the index's table.
-unsafe fn build_index_opt_info(
-    rel: *mut pg_sys::RelOptInfo,
-    index: &HypoIndex,
-) -> *mut pg_sys::IndexOptInfo {
+unsafe fn build_index_opt_info(rel: *mut pg_sys::RelOptInfo, index: &HypoIndex) -> *mut pg_sys::IndexOptInfo {
     // SAFETY: see the function contract; everything is palloc'd in the planner's context.
     unsafe {
         let am = pg_sys::GetIndexAmRoutineByAmId(index.amoid, false);
@@ -309,8 +306,10 @@ unsafe fn build_index_opt_info(
         (*info).amcanparallel = (*am).amcanparallel;
         (*info).amcanmarkpos = (*am).ammarkpos.is_some();
         // PG15 declares IndexOptInfo.amcostestimate without a prototype; same function.
-        (*info).amcostestimate =
-            std::mem::transmute::<pg_sys::amcostestimate_function, Option<unsafe extern "C-unwind" fn()>>((*am).amcostestimate);
+        (*info).amcostestimate = std::mem::transmute::<
+            pg_sys::amcostestimate_function,
+            Option<unsafe extern "C-unwind" fn()>,
+        >((*am).amcostestimate);
 
         let tuples = (*rel).tuples.max(0.0) * index.predicate_fraction;
         let pages = estimate_pages(index, tuples);

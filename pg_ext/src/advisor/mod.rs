@@ -44,7 +44,9 @@ impl From<AdvisorError> for ErrorReport {
         };
         let report = ErrorReport::new(code, e.to_string(), "voxperf advisor");
         match e {
-            AdvisorError::NotCreateIndex(_) => report.set_hint("Pass index definitions such as 'CREATE INDEX ON t (a, b)'."),
+            AdvisorError::NotCreateIndex(_) => {
+                report.set_hint("Pass index definitions such as 'CREATE INDEX ON t (a, b)'.")
+            }
             _ => report,
         }
     }

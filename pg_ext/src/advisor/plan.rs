@@ -98,7 +98,10 @@ impl Planned {
     /// The planner's total cost, summed over the statements.
     pub fn total_cost(&self) -> f64 {
         // SAFETY: plans produced by `plan`, alive in the current memory context.
-        self.stmts.iter().map(|&s| unsafe { if (*s).planTree.is_null() { 0.0 } else { (*(*s).planTree).total_cost } }).sum()
+        self.stmts
+            .iter()
+            .map(|&s| unsafe { if (*s).planTree.is_null() { 0.0 } else { (*(*s).planTree).total_cost } })
+            .sum()
     }
 
     /// OIDs of every index the plans scan.
