@@ -25,6 +25,10 @@ static SLOW_QUERY_LOG_SIZE: GucSetting<i32> = GucSetting::<i32>::new(100);
 static SLOW_QUERY_PLANS: GucSetting<bool> = GucSetting::<bool>::new(true);
 static SAVE: GucSetting<bool> = GucSetting::<bool>::new(true);
 static SAVE_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(300);
+static TRACK_QUALS: GucSetting<bool> = GucSetting::<bool>::new(true);
+static QUAL_SAMPLE_RATE: GucSetting<f64> = GucSetting::<f64>::new(0.01);
+static MAX_QUALS: GucSetting<i32> = GucSetting::<i32>::new(2000);
+static MAX_EXAMPLES: GucSetting<i32> = GucSetting::<i32>::new(1000);
 static NOTIFY_CHANNEL: GucSetting<Option<std::ffi::CString>> =
     GucSetting::<Option<std::ffi::CString>>::new(Some(c"voxperf_invalidate"));
 
@@ -109,6 +113,44 @@ pub fn init() {
         GucContext::Sighup,
         GucFlags::UNIT_S,
     );
+    GucRegistry::define_bool_guc(
+        c"voxperf.track_quals",
+        c"Records the predicates of sampled executions (voxperf.qual_stats), the index advisor's runtime evidence.",
+        c"Default on. Only executions picked by voxperf.qual_sample_rate pay for it: their plan nodes count rows, and their plan is walked once at the end.",
+        &TRACK_QUALS,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_float_guc(
+        c"voxperf.qual_sample_rate",
+        c"Fraction of executions whose predicates are recorded (0 to 1).",
+        c"Default 0.01 (pg_qualstats samples 1/max_connections). A sampled execution costs a few per cent more; the average statement pays a hundredth of that.",
+        &QUAL_SAMPLE_RATE,
+        0.0,
+        1.0,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"voxperf.max_quals",
+        c"Maximum number of distinct predicates voxperf.qual_stats keeps.",
+        c"Default 2000 (pg_qualstats keeps 1000). Each takes about 0.4 kB of shared memory, reserved at server start; when full, the least executed fifth is dropped.",
+        &MAX_QUALS,
+        0,
+        1_000_000,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"voxperf.max_examples",
+        c"Number of example executions (text with literal values) kept for the index advisor.",
+        c"Default 1000. The advisor plans these instead of normalized texts so the planner sees real values; each takes 2 kB of shared memory, reserved at server start.",
+        &MAX_EXAMPLES,
+        0,
+        1_000_000,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
     GucRegistry::define_string_guc(
         c"voxperf.notify_channel",
         c"Channel on which watched tables announce writes (see voxperf.watch_table).",
@@ -179,3 +221,19 @@ pub fn save_interval_secs() -> u64 {
 
 /// The hint every function that needs shared memory gives when the library was not preloaded.
 pub const PRELOAD_HINT: &CStr = c"Add 'voxperf' to shared_preload_libraries in postgresql.conf and restart the server.";
+
+pub fn track_quals() -> bool {
+    read(TRACK_QUALS.as_ptr())
+}
+
+pub fn qual_sample_rate() -> f64 {
+    read(QUAL_SAMPLE_RATE.as_ptr())
+}
+
+pub fn max_quals() -> usize {
+    MAX_QUALS.get().max(0) as usize
+}
+
+pub fn max_examples() -> usize {
+    MAX_EXAMPLES.get().max(0) as usize
+}

@@ -18,6 +18,7 @@
 //! `recorder.rs`, which holds the logic.
 
 use crate::backend::BackendCell;
+use crate::recorder::Statement as _;
 use crate::stats::counters::{BufferCounters, JitCounters, Phase, Sample, WalCounters};
 use crate::stats::timing::{Accumulated, Frames};
 use crate::{explain, gucs, querytext, recorder, shmem};
@@ -308,7 +309,8 @@ unsafe extern "C-unwind" fn planner(
         let sample =
             Sample { phase: Phase::Plan, duration_ms: d.time_ms(), rows: 0, buffers: d.buffers, wal: d.wal, jit: None };
         let key = statement_key(queryid);
-        guarded(|| recorder::record(key, &sample, || querytext::statement_text(query_string, location, len)));
+        let statement = Executed { source: query_string, location, len, params: bound_params, plannable: true };
+        guarded(|| recorder::record(key, &sample, &statement));
         result
     }
 }
@@ -316,12 +318,19 @@ unsafe extern "C-unwind" fn planner(
 unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, eflags: c_int) {
     // SAFETY: valid QueryDesc from Postgres.
     unsafe {
+        let tracked = (*(*query_desc).plannedstmt).queryId != 0 && enabled(NESTING);
+        // A sampled execution's nodes count rows (it must be asked for before start-up), so
+        // that its predicates' filtering can be read at the end.
+        let sampled = tracked && recorder::sample_quals();
+        if sampled {
+            (*query_desc).instrument_options |= pg_sys::InstrumentOption::INSTRUMENT_ROWS as c_int;
+        }
         match PREV_EXECUTOR_START {
             Some(prev) => prev(query_desc, eflags),
             None => raw::standard_ExecutorStart(query_desc, eflags),
         }
-        if (*(*query_desc).plannedstmt).queryId != 0 && enabled(NESTING) {
-            FRAMES.with(|f| f.begin(query_desc as usize));
+        if tracked {
+            FRAMES.with(|f| f.begin(query_desc as usize, sampled));
         }
     }
 }
@@ -391,9 +400,10 @@ unsafe extern "C-unwind" fn executor_end(query_desc: *mut pg_sys::QueryDesc) {
     unsafe {
         let queryid = (*(*query_desc).plannedstmt).queryId;
         let timed = if queryid != 0 { FRAMES.with(|f| f.end(query_desc as usize)).flatten() } else { None };
-        if let Some(acc) = timed
+        if let Some(frame) = timed
             && enabled(NESTING)
         {
+            let acc = frame.acc;
             let estate = (*query_desc).estate;
             let sample = Sample {
                 phase: Phase::Exec,
@@ -406,13 +416,23 @@ unsafe extern "C-unwind" fn executor_end(query_desc: *mut pg_sys::QueryDesc) {
             let key = statement_key(queryid);
             let stmt = (*(*query_desc).plannedstmt).stmt_location;
             let stmt_len = (*(*query_desc).plannedstmt).stmt_len;
-            let source = (*query_desc).sourceText;
+            let statement = Executed {
+                source: (*query_desc).sourceText,
+                location: stmt,
+                len: stmt_len,
+                params: (*query_desc).params,
+                plannable: true,
+            };
             guarded(|| {
-                recorder::record(key, &sample, || querytext::statement_text(source, stmt, stmt_len));
+                recorder::record(key, &sample, &statement);
                 if recorder::is_slow(sample.duration_ms) {
                     let plans =
                         if gucs::slow_query_plans() { explain::capture(query_desc) } else { Default::default() };
-                    recorder::record_slow(key, &sample, querytext::statement_text(source, stmt, stmt_len), plans);
+                    recorder::record_slow(key, &sample, statement.text(), plans);
+                }
+                if frame.sampled {
+                    recorder::record_quals(&crate::quals::collect::collect(query_desc, queryid, key.userid, key.dbid));
+                    recorder::refresh_example(&key, &statement);
                 }
             });
         }
@@ -478,17 +498,39 @@ unsafe extern "C-unwind" fn process_utility(
             Sample { phase: Phase::Exec, duration_ms: d.time_ms(), rows, buffers: d.buffers, wal: d.wal, jit: None };
         let key = statement_key(saved_queryid);
         let (location, len) = ((*pstmt).stmt_location, (*pstmt).stmt_len);
+        let statement =
+            Executed { source: query_string, location, len, params: std::ptr::null_mut(), plannable: false };
         guarded(|| {
-            recorder::record(key, &sample, || querytext::statement_text(query_string, location, len));
+            recorder::record(key, &sample, &statement);
             if recorder::is_slow(sample.duration_ms) {
-                recorder::record_slow(
-                    key,
-                    &sample,
-                    querytext::statement_text(query_string, location, len),
-                    Default::default(),
-                );
+                recorder::record_slow(key, &sample, statement.text(), Default::default());
             }
         });
+    }
+}
+
+/// The statement a hook is looking at, read only when the recorder asks (see
+/// `recorder::Statement`).
+struct Executed {
+    source: *const c_char,
+    location: i32,
+    len: i32,
+    params: pg_sys::ParamListInfo,
+    plannable: bool,
+}
+
+impl recorder::Statement for Executed {
+    fn text(&self) -> Vec<u8> {
+        querytext::statement_text(self.source, self.location, self.len)
+    }
+
+    fn params(&self) -> Vec<crate::stats::examples::ExampleParam> {
+        // SAFETY: the parameters of the statement being executed, alive for its duration.
+        unsafe { querytext::param_values(self.params) }
+    }
+
+    fn plannable(&self) -> bool {
+        self.plannable
     }
 }
 

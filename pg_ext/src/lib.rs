@@ -22,6 +22,7 @@ mod explain;
 mod gucs;
 mod hooks;
 mod persistence;
+mod quals;
 mod querytext;
 mod recorder;
 mod shmem;
@@ -30,13 +31,11 @@ pub mod stats;
 ::pgrx::pg_module_magic!(name, version);
 
 /// Loading without `shared_preload_libraries` (e.g. by `CREATE EXTENSION` alone) installs the
-/// SQL objects and the advisor's planner hooks but no statistics hooks: every function that
-/// needs the shared memory then raises a clear error with a hint naming the setting.
+/// SQL objects but no statistics hooks: every function that needs the shared memory then
+/// raises a clear error with a hint naming the setting. (The advisor's planner hooks are
+/// installed by each advisor call for its duration, preloaded or not.)
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
-    // Hypothetical indexes are per session and need no shared memory: the advisor works
-    // whether or not the library was preloaded.
-    advisor::hypo::install();
     // SAFETY: a global set by the postmaster while it loads preload libraries.
     if !unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         return;

@@ -134,3 +134,28 @@ pub fn backend_pid() -> i32 {
     // SAFETY: backend-local global.
     unsafe { pg_sys::MyProcPid }
 }
+
+/// The values bound to a statement's parameters, in their types' text form. Parameters that
+/// are fetched lazily (PL/pgSQL variables) are not read.
+///
+/// # Safety
+/// `params` is NULL or the parameter list of the statement being executed.
+pub unsafe fn param_values(params: pg_sys::ParamListInfo) -> Vec<crate::stats::examples::ExampleParam> {
+    // SAFETY: see the function contract; type output functions on values of their own type.
+    unsafe {
+        if params.is_null() || (*params).paramFetch.is_some() {
+            return Vec::new();
+        }
+        (0..(*params).numParams as usize)
+            .map(|i| {
+                let p = (*params).params.as_ptr().add(i);
+                let value = (!(*p).isnull && (*p).ptype != pg_sys::Oid::INVALID).then(|| {
+                    let (mut output, mut varlena) = (pg_sys::Oid::INVALID, false);
+                    pg_sys::getTypeOutputInfo((*p).ptype, &mut output, &mut varlena);
+                    CStr::from_ptr(pg_sys::OidOutputFunctionCall(output, (*p).value)).to_string_lossy().into_owned()
+                });
+                crate::stats::examples::ExampleParam { type_oid: (*p).ptype.to_u32(), value }
+            })
+            .collect()
+    }
+}

@@ -12,11 +12,25 @@
 use crate::backend::BackendCell;
 use crate::shmem;
 use crate::stats::counters::Sample;
+use crate::stats::examples::{Example, ExampleParam};
+use crate::stats::quals::Observed;
 use crate::stats::slow_ring::{SlowQuery, pack};
 use crate::stats::table::EntryKey;
 use crate::{gucs, querytext};
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::atomic::Ordering;
+
+/// The executed statement, for what the recorder needs only sometimes (text on a statement's
+/// first execution, examples): the hooks implement it over the live query so that nothing is
+/// copied on the common path.
+pub trait Statement {
+    /// The statement's text as executed, literals included (server encoding).
+    fn text(&self) -> Vec<u8>;
+    /// Values bound to its parameters (prepared statements), in their types' text form.
+    fn params(&self) -> Vec<ExampleParam>;
+    /// Whether it is worth keeping as an example for the index advisor (not a utility command).
+    fn plannable(&self) -> bool;
+}
 
 /// Identity of one execution as the hooks see it.
 #[derive(Clone, Copy, Debug)]
@@ -117,13 +131,15 @@ pub fn note_parsed(queryid: u64, userid: u32, toplevel: bool, normalized: impl F
 }
 
 /// Fold one planning or execution sample into the statement's entry, creating the entry (with
-/// the normalized text if one was prepared, else `text()`) when it is new.
-pub fn record(key: StatementKey, sample: &Sample, text: impl FnOnce() -> Vec<u8>) {
+/// the normalized text if one was prepared, else the statement's own text) when it is new.
+pub fn record(key: StatementKey, sample: &Sample, statement: &impl Statement) {
     let entry_key = EntryKey::new(key.userid, key.dbid, key.queryid, key.toplevel);
     if shmem::update_existing(&entry_key, sample, key.at) {
         confirm(&key);
     } else if shmem::is_ready() {
-        insert(&key, &entry_key, sample, text);
+        insert(&key, &entry_key, sample, || statement.text());
+        // The first execution is the first example the advisor gets.
+        store_example(&key, statement);
     }
 }
 
@@ -163,6 +179,69 @@ fn insert(key: &StatementKey, entry_key: &EntryKey, sample: &Sample, text: impl 
         bump_generation();
     }
     with_memory(|m| remember(m, key));
+}
+
+/// PostgreSQL's encoding id of UTF-8: examples are kept as UTF-8 text.
+const PG_UTF8: i32 = 6;
+
+/// One sampled execution in this many refreshes its statement's example: examples need to be
+/// current, not renewed at every sample.
+const EXAMPLE_REFRESH: u64 = 8;
+
+/// At a sampled execution: refresh the statement's example now and then.
+pub fn refresh_example(key: &StatementKey, statement: &impl Statement) {
+    if SAMPLER.with(|s| *s % EXAMPLE_REFRESH == 0).unwrap_or(false) {
+        store_example(key, statement);
+    }
+}
+
+/// Keep this execution as the statement's example for the index advisor.
+pub fn store_example(key: &StatementKey, statement: &impl Statement) {
+    if !statement.plannable() || querytext::database_encoding() != PG_UTF8 {
+        return;
+    }
+    let Ok(text) = String::from_utf8(statement.text()) else { return };
+    let example =
+        Example { dbid: key.dbid, queryid: key.queryid, userid: key.userid, text, params: statement.params() };
+    shmem::with_examples_mut(|ex, seq| ex.store(&example, seq));
+}
+
+/// Fold the predicates of a sampled execution into the predicate statistics.
+pub fn record_quals(observed: &[Observed]) {
+    if observed.is_empty() {
+        return;
+    }
+    shmem::with_quals_mut(|t| {
+        for o in observed {
+            t.record(o);
+        }
+    });
+}
+
+/// A small xorshift generator per backend, for sampling decisions.
+static SAMPLER: BackendCell<u64> = BackendCell::new(0);
+
+/// Whether this execution's predicates are sampled (`voxperf.qual_sample_rate`).
+#[inline]
+pub fn sample_quals() -> bool {
+    if !gucs::track_quals() {
+        return false;
+    }
+    let rate = gucs::qual_sample_rate();
+    if rate <= 0.0 {
+        return false;
+    }
+    SAMPLER
+        .with(|state| {
+            if *state == 0 {
+                *state = (querytext::backend_pid() as u64) << 32 ^ querytext::now() as u64 | 1;
+            }
+            *state ^= *state << 13;
+            *state ^= *state >> 7;
+            *state ^= *state << 17;
+            ((*state >> 11) as f64 / (1u64 << 53) as f64) < rate
+        })
+        .unwrap_or(false)
 }
 
 /// Entries disappeared: every backend must forget what it knew about them.

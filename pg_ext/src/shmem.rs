@@ -8,6 +8,8 @@
 //! the region does not exist and they return `None`.
 
 use crate::stats::counters::Sample;
+use crate::stats::examples::{ExampleSlot, Examples};
+use crate::stats::quals::{QualEntry, QualTable};
 use crate::stats::slow_ring::{RingHeader, RingMut, RingRef, SLOT_BYTES, SlowSlot};
 use crate::stats::table::{Entry, EntryKey, TableAtomics, TableHeader, TableMut, TableRef, TableSizes};
 use crate::{gucs, persistence};
@@ -21,6 +23,10 @@ struct Region {
     layout: Layout,
     table_lock: *mut pg_sys::LWLock,
     ring_lock: *mut pg_sys::LWLock,
+    quals_lock: *mut pg_sys::LWLock,
+    examples_lock: *mut pg_sys::LWLock,
+    /// Capture sequence of examples (newer replaces older).
+    example_seq: std::sync::atomic::AtomicU64,
     atomics: TableAtomics,
     table: TableHeader,
     ring: RingHeader,
@@ -38,6 +44,10 @@ struct Layout {
     text: usize,
     slots: usize,
     payload: usize,
+    quals_len: usize,
+    quals: usize,
+    examples_len: usize,
+    examples: usize,
     total: usize,
 }
 
@@ -48,7 +58,7 @@ fn align(n: usize) -> usize {
 }
 
 impl Layout {
-    fn new(capacity: usize, ring_slots: usize) -> Self {
+    fn new(capacity: usize, ring_slots: usize, quals_len: usize, examples_len: usize) -> Self {
         let sizes = TableSizes::for_capacity(capacity);
         let index = align(std::mem::size_of::<Region>());
         let free = align(index + sizes.index_slots * 4);
@@ -56,12 +66,28 @@ impl Layout {
         let text = align(entries + capacity * std::mem::size_of::<Entry>());
         let slots = align(text + sizes.text_bytes);
         let payload = align(slots + ring_slots * std::mem::size_of::<SlowSlot>());
-        let total = align(payload + ring_slots * SLOT_BYTES);
-        Self { sizes, ring_slots, index, free, entries, text, slots, payload, total }
+        let quals = align(payload + ring_slots * SLOT_BYTES);
+        let examples = align(quals + quals_len * std::mem::size_of::<QualEntry>());
+        let total = align(examples + examples_len * std::mem::size_of::<ExampleSlot>());
+        Self {
+            sizes,
+            ring_slots,
+            index,
+            free,
+            entries,
+            text,
+            slots,
+            payload,
+            quals_len,
+            quals,
+            examples_len,
+            examples,
+            total,
+        }
     }
 
     fn from_gucs() -> Self {
-        Self::new(gucs::max_queries(), gucs::slow_query_log_size())
+        Self::new(gucs::max_queries(), gucs::slow_query_log_size(), gucs::max_quals(), gucs::max_examples())
     }
 }
 
@@ -70,6 +96,8 @@ static mut REGION: *mut Region = ptr::null_mut();
 
 const SHMEM_NAME: &std::ffi::CStr = c"voxperf";
 const TRANCHE_NAME: &std::ffi::CStr = c"voxperf";
+/// One LWLock each for the statistics table, the slow-query ring, the predicates, the examples.
+const LOCKS: i32 = 4;
 
 static mut PREV_SHMEM_REQUEST: pg_sys::shmem_request_hook_type = None;
 static mut PREV_SHMEM_STARTUP: pg_sys::shmem_startup_hook_type = None;
@@ -94,7 +122,7 @@ unsafe extern "C-unwind" fn shmem_request() {
             pg_sys::ffi::pg_guard_ffi_boundary(|| prev());
         }
         pg_sys::RequestAddinShmemSpace(Layout::from_gucs().total);
-        pg_sys::RequestNamedLWLockTranche(TRANCHE_NAME.as_ptr(), 2);
+        pg_sys::RequestNamedLWLockTranche(TRANCHE_NAME.as_ptr(), LOCKS);
     }
 }
 
@@ -118,6 +146,8 @@ unsafe extern "C-unwind" fn shmem_startup() {
             (*region).layout = layout;
             (*region).table_lock = &raw mut (*locks).lock;
             (*region).ring_lock = &raw mut (*locks.add(1)).lock;
+            (*region).quals_lock = &raw mut (*locks.add(2)).lock;
+            (*region).examples_lock = &raw mut (*locks.add(3)).lock;
             REGION = region;
             let now = pg_sys::GetCurrentTimestamp();
             let mut table = table_mut(region);
@@ -298,6 +328,65 @@ pub fn with_ring_mut<R>(f: impl FnOnce(&mut RingMut<'_>) -> R) -> Option<R> {
     Some(f(&mut unsafe { ring_mut(r) }))
 }
 
+/// # Safety
+/// `region` is initialised and the caller holds the predicates' lock (exclusively to write).
+unsafe fn qual_slice<'a>(region: *mut Region) -> &'a mut [QualEntry] {
+    // SAFETY: the layout was computed for this region.
+    unsafe {
+        std::slice::from_raw_parts_mut(
+            region.cast::<u8>().add((*region).layout.quals).cast(),
+            (*region).layout.quals_len,
+        )
+    }
+}
+
+/// # Safety
+/// As [`qual_slice`], for the examples and their lock.
+unsafe fn example_slice<'a>(region: *mut Region) -> &'a mut [ExampleSlot] {
+    // SAFETY: the layout was computed for this region.
+    unsafe {
+        std::slice::from_raw_parts_mut(
+            region.cast::<u8>().add((*region).layout.examples).cast(),
+            (*region).layout.examples_len,
+        )
+    }
+}
+
+pub fn with_quals<R>(f: impl FnOnce(&[QualEntry]) -> R) -> Option<R> {
+    let r = region()?;
+    // SAFETY: as in `with_table`.
+    let _held = Held::acquire(unsafe { (*r).quals_lock }, pg_sys::LWLockMode::LW_SHARED);
+    // SAFETY: shared lock held; only read.
+    Some(f(unsafe { qual_slice(r) }))
+}
+
+pub fn with_quals_mut<R>(f: impl FnOnce(&mut QualTable<'_>) -> R) -> Option<R> {
+    let r = region()?;
+    // SAFETY: as in `with_table`.
+    let _held = Held::acquire(unsafe { (*r).quals_lock }, pg_sys::LWLockMode::LW_EXCLUSIVE);
+    // SAFETY: exclusive lock held.
+    Some(f(&mut QualTable { entries: unsafe { qual_slice(r) } }))
+}
+
+pub fn with_examples<R>(f: impl FnOnce(&[ExampleSlot]) -> R) -> Option<R> {
+    let r = region()?;
+    // SAFETY: as in `with_table`.
+    let _held = Held::acquire(unsafe { (*r).examples_lock }, pg_sys::LWLockMode::LW_SHARED);
+    // SAFETY: shared lock held; only read.
+    Some(f(unsafe { example_slice(r) }))
+}
+
+/// Run `f` on the examples under the exclusive lock, with the next capture sequence number.
+pub fn with_examples_mut<R>(f: impl FnOnce(&mut Examples<'_>, u64) -> R) -> Option<R> {
+    let r = region()?;
+    // SAFETY: the sequence counter is an atomic in the region.
+    let seq = unsafe { (*r).example_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) } + 1;
+    // SAFETY: as in `with_table`.
+    let _held = Held::acquire(unsafe { (*r).examples_lock }, pg_sys::LWLockMode::LW_EXCLUSIVE);
+    // SAFETY: exclusive lock held.
+    Some(f(&mut Examples { slots: unsafe { example_slice(r) } }, seq))
+}
+
 /// Counters updated without the table lock.
 #[inline]
 pub fn atomics() -> Option<&'static TableAtomics> {
@@ -327,19 +416,20 @@ mod tests {
 
     #[test]
     fn layout_parts_do_not_overlap_and_are_aligned() {
-        for (cap, ring) in [(100, 0), (5000, 100), (1_000_000, 100_000)] {
-            let l = Layout::new(cap, ring);
-            let parts = [l.index, l.free, l.entries, l.text, l.slots, l.payload, l.total];
+        for (cap, ring, quals, examples) in [(100, 0, 0, 0), (5000, 100, 2000, 1000), (1_000_000, 100_000, 1000, 10)] {
+            let l = Layout::new(cap, ring, quals, examples);
+            let parts = [l.index, l.free, l.entries, l.text, l.slots, l.payload, l.quals, l.examples, l.total];
             assert!(parts.windows(2).all(|w| w[0] <= w[1]), "{l:?}");
             assert!(parts.iter().all(|p| p % ALIGN == 0));
             assert!(l.free - l.index >= l.sizes.index_slots * 4);
-            assert!(l.total - l.payload >= ring * SLOT_BYTES);
+            assert!(l.quals - l.payload >= ring * SLOT_BYTES);
+            assert!(l.total - l.examples >= examples * std::mem::size_of::<ExampleSlot>());
         }
     }
 
     #[test]
-    fn default_settings_need_about_fifteen_megabytes() {
-        let total = Layout::new(5000, 100).total;
-        assert!((10 << 20..20 << 20).contains(&total), "{total} bytes");
+    fn default_settings_need_about_eighteen_megabytes() {
+        let total = Layout::new(5000, 100, 2000, 1000).total;
+        assert!((15 << 20..21 << 20).contains(&total), "{total} bytes");
     }
 }

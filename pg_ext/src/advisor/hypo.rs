@@ -7,7 +7,8 @@
 //!   forgets every index and re-enables statistics recording. Nothing is created in catalogs and
 //!   no plan containing a hypothetical index is ever executed (EXPLAIN stops before opening
 //!   indexes when `EXEC_FLAG_EXPLAIN_ONLY` is set — a provision core makes for index advisors).
-//! - Outside a session the planner hook costs one load of a flag and a chained call.
+//! - Outside a session the planner hook is not even installed: the session installs it and
+//!   takes it out again, so ordinary planning does not pay for the advisor.
 //! - Index OIDs are taken from the unused range just below `FirstNormalObjectId`, checked
 //!   against `pg_class`, so they never collide with a real relation.
 
@@ -71,13 +72,32 @@ static ACTIVE: AtomicBool = AtomicBool::new(false);
 static mut PREV_GET_RELATION_INFO: pg_sys::get_relation_info_hook_type = None;
 static mut PREV_EXPLAIN_INDEX_NAME: pg_sys::explain_get_index_name_hook_type = None;
 
-pub fn install() {
-    // SAFETY: called once from _PG_init; previous hooks are saved and chained.
+type HookFn = unsafe extern "C-unwind" fn(*mut pg_sys::PlannerInfo, pg_sys::Oid, bool, *mut pg_sys::RelOptInfo);
+type NameFn = unsafe extern "C-unwind" fn(pg_sys::Oid) -> *const c_char;
+
+/// Put our hooks in front of whatever is installed (at the start of a session).
+fn install_hooks() {
+    // SAFETY: backend-local globals, main thread; previous hooks are saved and chained.
     unsafe {
         PREV_GET_RELATION_INFO = pg_sys::get_relation_info_hook;
         pg_sys::get_relation_info_hook = Some(get_relation_info);
         PREV_EXPLAIN_INDEX_NAME = pg_sys::explain_get_index_name_hook;
         pg_sys::explain_get_index_name_hook = Some(explain_index_name);
+    }
+}
+
+/// Take our hooks out again (at the end of a session). If another module chained itself in
+/// front of ours meanwhile, ours stay where they are, inactive, and keep chaining.
+fn remove_hooks() {
+    // SAFETY: as in `install_hooks`; we compare function pointers only.
+    unsafe {
+        // Our own functions, installed by us: the same addresses we stored.
+        if pg_sys::get_relation_info_hook.is_some_and(|h| std::ptr::fn_addr_eq(h, get_relation_info as HookFn)) {
+            pg_sys::get_relation_info_hook = PREV_GET_RELATION_INFO;
+        }
+        if pg_sys::explain_get_index_name_hook.is_some_and(|h| std::ptr::fn_addr_eq(h, explain_index_name as NameFn)) {
+            pg_sys::explain_get_index_name_hook = PREV_EXPLAIN_INDEX_NAME;
+        }
     }
 }
 
@@ -99,6 +119,7 @@ impl Session {
         }
         STATE.with(|s| *s = Some(State { pool: Vec::new(), visible: Vec::new(), next_oid: FIRST_FAKE_OID }));
         ACTIVE.store(true, Ordering::Relaxed);
+        install_hooks();
         Ok(Session { _not_send: std::marker::PhantomData })
     }
 
@@ -133,6 +154,7 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
+        remove_hooks();
         STATE.with(|s| *s = None);
         ACTIVE.store(false, Ordering::Relaxed);
     }
@@ -335,7 +357,7 @@ unsafe fn copy_for_rel(list: *mut pg_sys::List, varno: i32) -> *mut pg_sys::List
     unsafe {
         let copy = pg_sys::copyObjectImpl(list.cast()).cast::<pg_sys::List>();
         if varno != 1 {
-            pg_sys::ffi::pg_guard_ffi_boundary(|| raw::ChangeVarNodes(copy.cast(), 1, varno, 0));
+            change_var_nodes(copy.cast(), 1, varno);
         }
         copy
     }
@@ -366,6 +388,15 @@ unsafe fn index_tlist(rel: *mut pg_sys::RelOptInfo, index: &HypoIndex, exprs: *m
         }
         tlist
     }
+}
+
+/// Renumber the Vars of `node` from range-table entry `from` to `to`, in place.
+///
+/// # Safety
+/// `node` is a valid expression tree the caller owns.
+pub unsafe fn change_var_nodes(node: *mut pg_sys::Node, from: i32, to: i32) {
+    // SAFETY: see the function contract; errors become Rust panics through the guard.
+    unsafe { pg_sys::ffi::pg_guard_ffi_boundary(|| raw::ChangeVarNodes(node, from, to, 0)) }
 }
 
 mod raw {

@@ -66,13 +66,15 @@ COMMENT ON VIEW query_stats_info IS
     requires = [query_stats_info],
 );
 
-/// Remove all statistics and the slow-query log.
+/// Remove all statistics: per statement, slow queries, predicates and examples.
 #[pg_extern(volatile, name = "reset")]
 fn reset_all() -> VoxperfResult<()> {
     require_preload()?;
     let now = crate::querytext::now();
     shmem::with_table_mut(|t| t.reset(now));
     shmem::with_ring_mut(|r| r.clear());
+    shmem::with_quals_mut(|q| q.reset());
+    shmem::with_examples_mut(|e, _| e.reset());
     recorder::bump_generation();
     Ok(())
 }

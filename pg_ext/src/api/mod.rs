@@ -4,6 +4,7 @@
 mod admin;
 mod advisor;
 mod privileges;
+mod quals;
 mod query_stats;
 mod slow_queries;
 mod watch;

@@ -20,6 +20,10 @@ impl Viewer {
         }
     }
 
+    pub fn sees_all(&self) -> bool {
+        self.sees_all
+    }
+
     pub fn may_see(&self, owner: u32) -> bool {
         self.sees_all || owner == self.userid
     }

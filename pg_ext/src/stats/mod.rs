@@ -4,9 +4,11 @@
 //! structures in shared memory; `hooks.rs` feeds them.
 
 pub mod counters;
+pub mod examples;
 pub mod histogram;
 pub mod normalize;
 pub mod persist;
+pub mod quals;
 pub mod slow_ring;
 pub mod spin;
 pub mod table;

@@ -14,7 +14,7 @@ use super::table::EntryKey;
 
 pub const MAGIC: [u8; 8] = *b"VOXPERF\0";
 /// Bump when the meaning or layout of anything in the file changes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SavedGlobals {

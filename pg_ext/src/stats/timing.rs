@@ -8,7 +8,7 @@
 //! ExecutorEnd, so its frame would linger: frames are dropped when the transaction or
 //! subtransaction they were opened in aborts.
 
-use super::counters::{BufferCounters, WalCounters};
+use super::counters::{BufferCounters, WalCounters, add_words};
 
 /// More simultaneous statements than this in one backend means runaway recursion; those are
 /// not timed rather than grow without bound.
@@ -34,14 +34,23 @@ impl Accumulated {
     pub fn add(&mut self, d: &Accumulated) {
         self.time_ns += d.time_ns;
         self.rows += d.rows;
-        self.buffers.add(&d.buffers);
-        self.wal.add(&d.wal);
+        add_words(&mut self.buffers, &d.buffers);
+        add_words(&mut self.wal, &d.wal);
     }
+}
+
+/// A statement being timed.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Frame {
+    pub id: usize,
+    pub acc: Accumulated,
+    /// Picked for predicate sampling (its plan nodes count rows).
+    pub sampled: bool,
 }
 
 #[derive(Debug, Default)]
 pub struct Frames {
-    frames: Vec<(usize, Accumulated)>,
+    frames: Vec<Frame>,
     /// (subtransaction id, number of frames when it started).
     marks: Vec<(u32, usize)>,
 }
@@ -52,7 +61,7 @@ impl Frames {
     }
 
     /// Start timing the statement `id`; false when there is no room.
-    pub fn begin(&mut self, id: usize) -> bool {
+    pub fn begin(&mut self, id: usize, sampled: bool) -> bool {
         if self.frames.len() >= MAX_FRAMES {
             return false;
         }
@@ -60,7 +69,7 @@ impl Frames {
             // Allocate once, so that the statement path never reallocates.
             self.frames.reserve_exact(MAX_FRAMES);
         }
-        self.frames.push((id, Accumulated::default()));
+        self.frames.push(Frame { id, acc: Accumulated::default(), sampled });
         true
     }
 
@@ -68,7 +77,7 @@ impl Frames {
     /// and it is always newer than a dead frame that may share it.
     #[inline]
     fn position(&self, id: usize) -> Option<usize> {
-        self.frames.iter().rposition(|f| f.0 == id)
+        self.frames.iter().rposition(|f| f.id == id)
     }
 
     #[inline]
@@ -79,13 +88,13 @@ impl Frames {
     #[inline]
     pub fn add(&mut self, id: usize, d: &Accumulated) {
         if let Some(i) = self.position(id) {
-            self.frames[i].1.add(d);
+            self.frames[i].acc.add(d);
         }
     }
 
-    /// Stop timing `id` and return what it accumulated.
-    pub fn end(&mut self, id: usize) -> Option<Accumulated> {
-        self.position(id).map(|i| self.frames.remove(i).1)
+    /// Stop timing `id` and return its frame.
+    pub fn end(&mut self, id: usize) -> Option<Frame> {
+        self.position(id).map(|i| self.frames.remove(i))
     }
 
     pub fn subxact_started(&mut self, subid: u32) {
@@ -131,13 +140,13 @@ mod tests {
     #[test]
     fn nested_statements_accumulate_separately() {
         let mut f = Frames::default();
-        assert!(f.begin(1));
+        assert!(f.begin(1, false));
         f.add(1, &ms(1.0));
-        assert!(f.begin(2)); // a query inside the first one
+        assert!(f.begin(2, false)); // a query inside the first one
         f.add(2, &ms(5.0));
         f.add(1, &ms(2.0));
-        assert_eq!(f.end(2).unwrap().time_ms(), 5.0);
-        assert_eq!(f.end(1).unwrap().time_ms(), 3.0);
+        assert_eq!(f.end(2).unwrap().acc.time_ms(), 5.0);
+        assert_eq!(f.end(1).unwrap().acc.time_ms(), 3.0);
         assert!(f.is_empty());
         assert!(!f.is_timed(1));
     }
@@ -145,24 +154,24 @@ mod tests {
     #[test]
     fn a_reused_address_finds_the_live_statement_not_a_dead_one() {
         let mut f = Frames::default();
-        f.begin(7);
+        f.begin(7, false);
         f.add(7, &ms(100.0)); // this statement fails: no end()
-        f.begin(7); // a new statement allocated at the same address
+        f.begin(7, false); // a new statement allocated at the same address
         f.add(7, &ms(1.0));
-        assert_eq!(f.end(7).unwrap().time_ms(), 1.0);
+        assert_eq!(f.end(7).unwrap().acc.time_ms(), 1.0);
     }
 
     #[test]
     fn aborts_drop_the_frames_of_failed_statements_only() {
         let mut f = Frames::default();
-        f.begin(1); // outer statement, alive throughout
+        f.begin(1, false); // outer statement, alive throughout
         f.subxact_started(2);
-        f.begin(10); // fails inside the subtransaction
+        f.begin(10, false); // fails inside the subtransaction
         f.subxact_aborted(2);
         assert!(f.is_timed(1));
         assert!(!f.is_timed(10));
         f.subxact_started(3);
-        f.begin(11); // a portal opened in a subtransaction that commits stays
+        f.begin(11, false); // a portal opened in a subtransaction that commits stays
         f.subxact_committed(3);
         assert!(f.is_timed(11));
         f.xact_aborted();
@@ -173,9 +182,9 @@ mod tests {
     fn runaway_nesting_is_bounded() {
         let mut f = Frames::default();
         for i in 0..MAX_FRAMES {
-            assert!(f.begin(i));
+            assert!(f.begin(i, false));
         }
-        assert!(!f.begin(999));
+        assert!(!f.begin(999, false));
         assert_eq!(f.len(), MAX_FRAMES);
     }
 }
