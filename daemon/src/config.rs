@@ -88,6 +88,7 @@ pub struct RedisConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct CacheConfig {
     pub default_ttl: Duration,
+    pub warm_file: Option<std::path::PathBuf>,
     pub l1_max_bytes: u64,
     pub compression_threshold: usize,
     pub notify_channel: String,
@@ -100,6 +101,8 @@ pub struct QueryConfig {
     pub optimization_enabled: bool,
     pub slow_query_threshold: Duration,
     pub auto_index_suggestions: bool,
+    pub index_suggestions_ttl: Duration,
+    pub migrations_dir: std::path::PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -119,6 +122,16 @@ pub struct MonitoringConfig {
     pub alert_error_rate_percent: f64,
     pub alert_cpu_percent: f64,
     pub alert_memory_percent: f64,
+    pub alert_cache_hit_rate_percent: f64,
+    pub alert_slow_query_burst: u64,
+    pub alert_pending: Duration,
+    pub alert_resolve: Duration,
+    pub webhook_url: Option<String>,
+    pub webhook_timeout: Duration,
+    pub webhook_retries: u32,
+    pub slow_request_log_size: usize,
+    /// `VOXPERF_INSTANCE`, or host name and listen port.
+    pub instance: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -331,6 +344,7 @@ impl Config {
         let redis = Self::redis(&mut src);
         let cache = CacheConfig {
             default_ttl: Duration::from_secs(src.int("CACHE_DEFAULT_TTL", 1, 31_536_000)),
+            warm_file: src.optional("CACHE_WARM_FILE").map(std::path::PathBuf::from),
             l1_max_bytes: src.bytes("CACHE_L1_MAX_BYTES", 0, 1 << 40),
             compression_threshold: src.bytes("CACHE_COMPRESSION_THRESHOLD", 0, 1 << 30) as usize,
             notify_channel: src.parse("VOXPERF_NOTIFY_CHANNEL", String::new(), |s| {
@@ -347,6 +361,8 @@ impl Config {
             optimization_enabled: src.bool("QUERY_OPTIMIZATION_ENABLED"),
             slow_query_threshold: src.millis("SLOW_QUERY_THRESHOLD", 0, 86_400_000),
             auto_index_suggestions: src.bool("AUTO_INDEX_SUGGESTIONS"),
+            index_suggestions_ttl: Duration::from_secs(src.int("VOXPERF_INDEX_SUGGESTIONS_TTL", 1, 86_400)),
+            migrations_dir: std::path::PathBuf::from(src.string("VOXPERF_MIGRATIONS_DIR")),
         };
         let cdn = Self::cdn(&mut src);
         let monitoring = MonitoringConfig {
@@ -356,7 +372,31 @@ impl Config {
             alert_error_rate_percent: src.percent("ALERT_ERROR_RATE_THRESHOLD"),
             alert_cpu_percent: src.percent("ALERT_CPU_THRESHOLD"),
             alert_memory_percent: src.percent("ALERT_MEMORY_THRESHOLD"),
+            alert_cache_hit_rate_percent: src.percent("ALERT_CACHE_HIT_RATE_THRESHOLD"),
+            alert_slow_query_burst: src.int("ALERT_SLOW_QUERY_BURST", 0, 1_000_000),
+            alert_pending: src.millis("ALERT_PENDING_DURATION", 0, 86_400_000),
+            alert_resolve: src.millis("ALERT_RESOLVE_DURATION", 0, 86_400_000),
+            webhook_url: src.optional("ALERT_WEBHOOK_URL"),
+            webhook_timeout: src.millis("ALERT_WEBHOOK_TIMEOUT", 1, 600_000),
+            webhook_retries: src.int("ALERT_WEBHOOK_RETRIES", 0, 100) as u32,
+            slow_request_log_size: src.int("VOXPERF_SLOW_REQUEST_LOG_SIZE", 0, 100_000) as usize,
+            instance: src.optional("VOXPERF_INSTANCE").unwrap_or_else(|| {
+                let host = sysinfo::System::host_name().unwrap_or_else(|| "localhost".into());
+                format!("{host}:{}", http.listen.port())
+            }),
         };
+        if let Some(url) = &monitoring.webhook_url
+            && !url.starts_with("http://")
+        {
+            src.reject(
+                "ALERT_WEBHOOK_URL",
+                url,
+                "expected an http:// URL (no TLS client: relay HTTPS through a local proxy)",
+            );
+        }
+        if monitoring.instance.len() > 200 {
+            src.reject("VOXPERF_INSTANCE", &monitoring.instance, "at most 200 bytes");
+        }
         let scaling = ScalingConfig {
             enabled: src.bool("AUTO_SCALING_ENABLED"),
             monitoring_interval: src.millis("SCALING_MONITORING_INTERVAL", 1000, 86_400_000),
@@ -504,7 +544,7 @@ impl Config {
         format!(
             "preset: {}\nlisten: {}\ndatabase: {}\nredis: {} (prefix {:?})\nadmin token: {}\n\
              cache: default ttl {}s, L1 {} bytes, compression above {} bytes, channel {}\n\
-             circuit breakers: {}",
+             circuit breakers: {}\nmonitoring: {} every {} ms, instance {:?}, alerts after {} ms, webhook {}",
             self.preset.map_or("none".to_owned(), |p| p.to_string()),
             self.http.listen,
             redact_url(self.database_url.expose()),
@@ -516,6 +556,11 @@ impl Config {
             self.cache.compression_threshold,
             self.cache.notify_channel,
             if self.breaker.enabled { "enabled" } else { "disabled" },
+            if self.monitoring.enabled { "enabled" } else { "disabled" },
+            self.monitoring.metrics_interval.as_millis(),
+            self.monitoring.instance,
+            self.monitoring.alert_pending.as_millis(),
+            self.monitoring.webhook_url.as_deref().unwrap_or("unset"),
         )
     }
 }

@@ -11,6 +11,7 @@
 //! | circuit breakers | [`resilience`] |
 //! | Postgres: pool, read-only statements, watched tables | [`db`] |
 //! | logic behind the API | [`services`] |
+//! | request metrics, collectors, trends, alerts, `/metrics` | [`monitor`] |
 //! | routes, handlers, middleware, errors | [`http`] |
 //! | time as a dependency | [`clock`] |
 //!
@@ -21,6 +22,7 @@ pub mod clock;
 pub mod config;
 pub mod db;
 pub mod http;
+pub mod monitor;
 pub mod resilience;
 pub mod services;
 pub mod state;
@@ -54,9 +56,17 @@ use crate::http::middleware::{errors, etag, security, timing};
 /// Layer order, outermost first (a request passes them top to bottom, a response bottom to top):
 /// request id → trace span and log → response time → security headers and default
 /// `Cache-Control: no-store` → compression → JSON error shape → ETag → timeout → body limit.
+/// With `PERFORMANCE_MONITORING_ENABLED`, the request-metrics layer wraps all of them.
 pub fn app(state: AppState) -> Router {
     let config = state.config.http.clone();
-    with_layers(http::router(state), &config)
+    let monitor = state.monitor.clone();
+    let router = with_layers(http::router(state), &config);
+    if monitor.config().enabled {
+        let clock = monitor.clock().clone();
+        router.layer(http::middleware::metrics::MetricsLayer::new(monitor.requests().clone(), clock))
+    } else {
+        router
+    }
 }
 
 /// Wraps any router in the daemon's HTTP layers (see [`app`]); tests use it on routes of their

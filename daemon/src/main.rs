@@ -60,6 +60,8 @@ fn init_tracing(config: &Config) {
 #[tokio::main]
 async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!("configuration:\n{}", config.summary());
+    // The `metrics` facade's recorder, before anything records (the cache does from the start).
+    voxperfd::monitor::prometheus::recorder();
     let addr = config.http.listen;
     let state = AppState::new(config).context("building the application state")?;
     let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr} (VOXPERF_LISTEN)"))?;

@@ -4,7 +4,8 @@
 //! Building it does no I/O — the pool and Redis connect on first use — so tests can build one
 //! without services running. Background work (the invalidation listener) starts only in
 //! [`AppState::start`], which `run` calls and tests call when they need it. Invariant: at most
-//! one listener per state, and the cache is told it is coherent only by that listener.
+//! one listener per state, and the cache is told it is coherent only by that listener; the
+//! monitor's collection loop starts with it, once.
 
 use std::sync::{Arc, Mutex};
 
@@ -17,8 +18,12 @@ use crate::cache::{Cache, CacheSettings, L2, L2Error};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
 use crate::db::{self, Db, PgBroadcast};
+use crate::monitor::Monitor;
+use crate::monitor::health::{Component, MonitorCheck};
 use crate::resilience::Breakers;
+use crate::services::advisor::Advisor;
 use crate::services::health::{BreakersCheck, CacheCheck, HealthCheck, HealthService, PostgresCheck, RedisCheck};
+use crate::services::optimize::Optimizer;
 use crate::services::query_cache::{PgQueryBackend, QueryCacheService};
 
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +43,9 @@ pub struct AppState {
     pub breakers: Breakers,
     pub queries: Arc<QueryCacheService>,
     pub health: Arc<HealthService>,
+    pub monitor: Monitor,
+    pub advisor: Advisor,
+    pub optimizer: Optimizer,
     pub listener: ListenerHandle,
     pending_listener: Arc<Mutex<Option<InvalidationListener>>>,
 }
@@ -74,14 +82,34 @@ impl AppState {
         let listener =
             InvalidationListener::new(config.database_url.clone(), config.cache.notify_channel.clone(), cache.clone());
         let handle = listener.handle();
-        let checks: Vec<Arc<dyn HealthCheck>> = vec![
+        let monitor =
+            Monitor::new(config.monitoring.clone(), clock.clone(), db.clone(), cache.clone(), breakers.clone());
+        let mut checks: Vec<Arc<dyn HealthCheck>> = vec![
             Arc::new(PostgresCheck(db.clone())),
             Arc::new(RedisCheck(cache.clone())),
             Arc::new(CacheCheck { cache: cache.clone(), listener: handle.clone() }),
             Arc::new(BreakersCheck(breakers.clone())),
         ];
+        for component in Component::ALL {
+            checks.push(Arc::new(MonitorCheck { monitor: monitor.clone(), component }));
+        }
+        let advisor = Advisor {
+            db: db.clone(),
+            cache: cache.clone(),
+            ttl: config.query.index_suggestions_ttl,
+            migrations_dir: config.query.migrations_dir.clone(),
+        };
+        let optimizer = Optimizer {
+            advisor: advisor.clone(),
+            cache: cache.clone(),
+            queries: queries.clone(),
+            warm_file: config.cache.warm_file.clone(),
+        };
         Ok(Self {
             health: Arc::new(HealthService::new(checks, cache.clone())),
+            monitor,
+            advisor,
+            optimizer,
             config: Arc::new(config),
             clock,
             cache,
@@ -96,7 +124,10 @@ impl AppState {
     /// Starts the background tasks (once); they stop when `shutdown` is cancelled.
     pub fn start(&self, shutdown: CancellationToken) -> Vec<JoinHandle<()>> {
         let listener = self.pending_listener.lock().unwrap_or_else(|e| e.into_inner()).take();
-        listener.map(|l| tokio::spawn(l.run(shutdown))).into_iter().collect()
+        let Some(listener) = listener else { return Vec::new() };
+        let mut tasks = vec![tokio::spawn(listener.run(shutdown.clone()))];
+        tasks.extend(self.monitor.start(shutdown));
+        tasks
     }
 }
 
@@ -115,6 +146,12 @@ impl FromRef<AppState> for Arc<QueryCacheService> {
 impl FromRef<AppState> for Arc<HealthService> {
     fn from_ref(state: &AppState) -> Self {
         state.health.clone()
+    }
+}
+
+impl FromRef<AppState> for Monitor {
+    fn from_ref(state: &AppState) -> Self {
+        state.monitor.clone()
     }
 }
 

@@ -359,6 +359,11 @@ impl L2 {
         Ok(primaries)
     }
 
+    /// `INFO` (of one node, for a cluster), for the monitor.
+    pub async fn info(&self) -> Result<String, L2Error> {
+        self.query(redis::cmd("INFO")).await
+    }
+
     /// `PING`, for health checks.
     pub async fn ping(&self) -> Result<(), L2Error> {
         let _: String = self.query(redis::cmd("PING")).await?;

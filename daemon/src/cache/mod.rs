@@ -309,6 +309,14 @@ impl Cache {
         self.shared.gens.generation(tag)
     }
 
+    /// Redis' `INFO` text (through its breaker); `None` when no L2 is configured.
+    pub async fn l2_info(&self) -> Option<Result<String, L2Error>> {
+        match &self.shared.l2 {
+            Some(l2) => Some(l2.info().await),
+            None => None,
+        }
+    }
+
     /// `PING` Redis (through its breaker); `None` when no L2 is configured.
     pub async fn ping_l2(&self) -> Option<Result<(), L2Error>> {
         match &self.shared.l2 {

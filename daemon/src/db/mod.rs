@@ -6,6 +6,8 @@
 //! read-only violation, a timeout the client asked for — is the client's, and never opens the
 //! breaker. The LISTEN connection is not from this pool (see `cache::invalidation`).
 
+pub mod activity;
+pub mod extension;
 pub mod params;
 mod readonly;
 mod relations;
@@ -41,6 +43,9 @@ pub enum Error {
     ParamCount { expected: usize, got: usize },
     #[error("invalid DATABASE_URL: {0}")]
     Config(String),
+    /// The server answered, but not in the shape the daemon expects (e.g. a newer extension).
+    #[error("{0}")]
+    Unexpected(String),
 }
 
 /// The server's message (with detail and hint) when there is one, else the client error.
@@ -80,7 +85,7 @@ impl Error {
                     matches!(class, "08" | "53" | "57" | "58" | "XX") && *code != SqlState::QUERY_CANCELED
                 }
             },
-            Error::TooManyRows(_) | Error::ParamCount { .. } => false,
+            Error::TooManyRows(_) | Error::ParamCount { .. } | Error::Unexpected(_) => false,
         }
     }
 }

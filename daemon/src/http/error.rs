@@ -192,3 +192,69 @@ impl From<crate::services::cache_admin::Error> for AppError {
         }
     }
 }
+
+impl From<axum::extract::rejection::QueryRejection> for AppError {
+    fn from(rejection: axum::extract::rejection::QueryRejection) -> Self {
+        Self::bad_request("invalid_query", rejection.body_text())
+    }
+}
+
+impl AppError {
+    /// A database error met while reading the extension's views: a missing view or function
+    /// means the extension is missing or too old (503, saying so), not a bad request.
+    pub fn from_extension(e: db::Error) -> Self {
+        match e.sqlstate() {
+            Some(code)
+                if *code == SqlState::UNDEFINED_TABLE
+                    || *code == SqlState::UNDEFINED_FUNCTION
+                    || *code == SqlState::INVALID_SCHEMA_NAME =>
+            {
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "extension_missing",
+                    format!("the voxperf extension is not installed in this database (CREATE EXTENSION voxperf): {e}"),
+                )
+            }
+            _ => e.into(),
+        }
+    }
+}
+
+impl From<crate::services::advisor::Error> for AppError {
+    fn from(e: crate::services::advisor::Error) -> Self {
+        use crate::services::advisor::Error as E;
+        match e {
+            E::Missing(_) => Self::new(StatusCode::NOT_IMPLEMENTED, "extension_function_missing", e.to_string()),
+            E::Invalid(_) => Self::bad_request("invalid_parameter", e.to_string()),
+            E::Nothing => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "nothing_to_migrate", e.to_string()),
+            E::Io { .. } => Self::internal(e),
+            E::Db(e) => Self::from_extension(e),
+            E::Cache(e) => e.into(),
+        }
+    }
+}
+
+impl From<crate::monitor::Error> for AppError {
+    fn from(e: crate::monitor::Error) -> Self {
+        use crate::monitor::Error as E;
+        match e {
+            E::Custom(crate::monitor::custom::Error::TooManySeries)
+            | E::Trends(crate::monitor::trends::Error::TooManySeries) => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "too_many_series", e.to_string())
+            }
+            E::Custom(_) => Self::bad_request("invalid_metric", e.to_string()),
+            E::Trends(e) => e.into(),
+        }
+    }
+}
+
+impl From<crate::monitor::trends::Error> for AppError {
+    fn from(e: crate::monitor::trends::Error) -> Self {
+        use crate::monitor::trends::Error as E;
+        match e {
+            E::UnknownMetric(_) => Self::bad_request("unknown_metric", e.to_string()),
+            E::Invalid { .. } => Self::bad_request("invalid_parameter", e.to_string()),
+            E::TooManySeries => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "too_many_series", e.to_string()),
+        }
+    }
+}

@@ -4,13 +4,18 @@
 //! cross-cutting layers. Unknown routes (404) and wrong methods (405) answer in the same JSON
 //! error shape as everything else.
 
+pub mod admin;
 pub mod breakers;
 pub mod cache;
+pub mod dashboard;
+pub mod db;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod metrics;
 pub mod middleware;
 pub mod openapi;
+pub mod performance;
 pub mod response_cache;
 
 use axum::Router;
@@ -32,7 +37,21 @@ pub fn router(state: AppState) -> Router {
     let admin = Router::new()
         .route("/api/admin/cache/warm", post(cache::warm))
         .route("/api/admin/cache/invalidate", post(cache::invalidate))
-        .route_layer(ValidateRequestHeaderLayer::custom(AdminAuth::new(state.config.http.admin_token.as_ref())));
+        .route("/api/admin/optimize", post(admin::optimize))
+        .route("/api/performance/reset", post(performance::reset))
+        .route("/api/db/migrations", post(db::write_migration))
+        .route_layer(ValidateRequestHeaderLayer::custom(AdminAuth::new(state.config.http.admin_token.as_ref())))
+        .layer(cache_control("no-store"));
+    // The page and its assets change only with the binary; revalidating is cheap.
+    let dashboard = Router::new()
+        .route("/", get(dashboard::index))
+        .route("/dashboard/app.js", get(dashboard::app_js))
+        .route("/dashboard/style.css", get(dashboard::style_css))
+        .layer(cache_control("no-cache"))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(dashboard::CSP),
+        ));
     // Entries change whenever they are set or invalidated: clients may keep a copy but must
     // revalidate it (cheap, thanks to the ETag) before each use.
     let entries = Router::new()
@@ -49,9 +68,22 @@ pub fn router(state: AppState) -> Router {
         .route("/api/cache/query", post(cache::query))
         .route("/api/cache/stats", get(cache::stats))
         .route("/api/circuit-breakers", get(breakers::list))
+        .route("/api/performance/stats", get(performance::stats))
+        .route("/api/performance/endpoints", get(performance::endpoints))
+        .route("/api/performance/slow-requests", get(performance::slow_requests))
+        .route("/api/performance/trends", get(performance::trends))
+        .route("/api/performance/alerts", get(performance::alerts))
+        .route("/api/performance/report", get(performance::report))
+        .route("/api/performance/metrics", post(performance::record_metric))
+        .route("/api/performance/dashboard", get(dashboard::data))
+        .route("/api/db/queries", get(db::queries))
+        .route("/api/db/slow-queries", get(db::slow_queries))
+        .route("/api/db/index-suggestions", get(db::index_suggestions))
+        .route("/metrics", get(metrics::metrics))
         .layer(cache_control("no-store"));
     Router::new()
         .merge(admin)
+        .merge(dashboard)
         .merge(entries)
         .merge(docs)
         .merge(live)

@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{breakers, cache, error, health};
+use super::{admin, breakers, cache, dashboard, db, error, health, metrics, performance};
 
 struct BearerAuth;
 
@@ -23,7 +23,7 @@ impl Modify for BearerAuth {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "voxperfd", description = "voxperf's daemon: two-level cache invalidated by Postgres writes, health and resilience APIs. Errors are {\"error\": {\"code\", \"message\"}}."),
+    info(title = "voxperfd", description = "voxperf's daemon: two-level cache invalidated by Postgres writes, performance monitoring, health and resilience APIs. Errors are {\"error\": {\"code\", \"message\"}}."),
     paths(
         health::live,
         health::ready,
@@ -36,6 +36,21 @@ impl Modify for BearerAuth {
         cache::warm,
         cache::invalidate,
         breakers::list,
+        performance::stats,
+        performance::endpoints,
+        performance::slow_requests,
+        performance::trends,
+        performance::alerts,
+        performance::report,
+        performance::record_metric,
+        performance::reset,
+        dashboard::data,
+        db::queries,
+        db::slow_queries,
+        db::index_suggestions,
+        db::write_migration,
+        admin::optimize,
+        metrics::metrics,
         openapi_json,
     ),
     components(schemas(error::ErrorBody, error::ErrorDetail)),
@@ -43,7 +58,9 @@ impl Modify for BearerAuth {
     tags(
         (name = "cache", description = "Two-level cache"),
         (name = "admin", description = "Needs Authorization: Bearer $VOXPERF_ADMIN_TOKEN"),
-        (name = "performance"), (name = "resilience"), (name = "operations"),
+        (name = "performance", description = "Request metrics, trends, alerts, report, dashboard data"),
+        (name = "database", description = "The voxperf extension's statistics and index advice"),
+        (name = "resilience"), (name = "operations"),
     )
 )]
 pub struct ApiDoc;

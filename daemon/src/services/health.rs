@@ -1,10 +1,13 @@
-//! Health: per-component checks folded into ok | degraded | unhealthy.
+//! Health: per-component checks folded into ok | degraded | unhealthy and a 0–100 score.
 //!
 //! Each component implements [`HealthCheck`]; [`HealthService`] runs them all concurrently, each
-//! under a deadline, and the worst status wins. This is the seam the monitoring issue extends
-//! (CPU, memory, alert states are more checks). Invariant: only a component without which the
-//! daemon cannot answer (Postgres) makes it unhealthy; losing Redis or the invalidation listener
-//! degrades it — the cache keeps answering from L1 and the loaders.
+//! under a deadline. Components that measure something give a score from 0 (bad) to 100 with a
+//! weight; the report's `score` is their weighted mean (`crate::monitor::health` documents each
+//! component's formula). The status is the worst component status, lowered to `degraded` when
+//! the score is under [`DEGRADED_BELOW`] and to `unhealthy` under [`UNHEALTHY_BELOW`].
+//! Invariant: only a component without which the daemon cannot answer (Postgres) makes it
+//! unhealthy by itself; losing Redis or the invalidation listener degrades it — the cache keeps
+//! answering from L1 and the loaders.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,6 +24,10 @@ use crate::resilience::{BreakerState, Breakers};
 
 /// How long one check may take before it counts as failed.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+/// Scores under this make the report `degraded`.
+pub const DEGRADED_BELOW: f64 = 80.0;
+/// Scores under this make the report `unhealthy` (503).
+pub const UNHEALTHY_BELOW: f64 = 50.0;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -38,19 +45,54 @@ pub struct ComponentHealth {
     /// Component-specific figures.
     #[schema(value_type = Object)]
     pub details: Value,
+    /// 0 (bad) to 100 (good), for components that measure something.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
+    /// Share of the overall score (the weights of scored components add up to 100).
+    pub weight: f64,
 }
 
 impl ComponentHealth {
     pub fn new(status: Status, message: impl Into<String>, details: Value) -> Self {
-        Self { status, message: message.into(), details }
+        Self { status, message: message.into(), details, score: None, weight: 0.0 }
+    }
+
+    /// This component counts for `weight` in the overall score, with `score` (0–100).
+    pub fn scored(mut self, score: f64, weight: f64) -> Self {
+        self.score = Some(score.clamp(0.0, 100.0));
+        self.weight = weight;
+        self
     }
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct HealthReport {
     pub status: Status,
+    /// Weighted mean of the component scores, 0–100 (100 without scored components).
+    pub score: f64,
     pub checked_at_ms: u64,
     pub components: BTreeMap<String, ComponentHealth>,
+}
+
+/// The weighted mean score of `components`, and the status it and they imply.
+pub fn fold(components: &BTreeMap<String, ComponentHealth>) -> (Status, f64) {
+    let (mut weighted, mut weights) = (0.0, 0.0);
+    for c in components.values() {
+        if let Some(score) = c.score {
+            weighted += score * c.weight;
+            weights += c.weight;
+        }
+    }
+    let score = if weights > 0.0 { weighted / weights } else { 100.0 };
+    let by_score = if score < UNHEALTHY_BELOW {
+        Status::Unhealthy
+    } else if score < DEGRADED_BELOW {
+        Status::Degraded
+    } else {
+        Status::Ok
+    };
+    let worst = components.values().map(|c| c.status).max().unwrap_or(Status::Ok);
+    (worst.max(by_score), (score * 10.0).round() / 10.0)
 }
 
 /// One component's check.
@@ -64,11 +106,18 @@ pub trait HealthCheck: Send + Sync + std::fmt::Debug {
 pub struct HealthService {
     checks: Vec<Arc<dyn HealthCheck>>,
     cache: Cache,
+    /// The latest report's (status, score), for `/metrics`.
+    last: Arc<std::sync::Mutex<Option<(Status, f64)>>>,
 }
 
 impl HealthService {
     pub fn new(checks: Vec<Arc<dyn HealthCheck>>, cache: Cache) -> Self {
-        Self { checks, cache }
+        Self { checks, cache, last: Arc::default() }
+    }
+
+    /// The status and score of the latest report, if one was made.
+    pub fn last(&self) -> Option<(Status, f64)> {
+        *self.last.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub async fn report(&self) -> HealthReport {
@@ -97,11 +146,9 @@ impl HealthService {
                 components.insert(name.to_owned(), health);
             }
         }
-        HealthReport {
-            status: components.values().map(|c| c.status).max().unwrap_or(Status::Ok),
-            checked_at_ms: self.cache.clock().unix_ms(),
-            components,
-        }
+        let (status, score) = fold(&components);
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some((status, score));
+        HealthReport { status, score, checked_at_ms: self.cache.clock().unix_ms(), components }
     }
 }
 
@@ -115,12 +162,20 @@ impl HealthCheck for PostgresCheck {
         "postgres"
     }
 
+    /// Score: 100 reachable with the extension, 50 reachable without it, 0 unreachable.
     async fn check(&self) -> ComponentHealth {
         let breaker = self.0.breaker().state();
-        match self.0.ping().await {
-            Ok(()) => ComponentHealth::new(Status::Ok, "reachable", json!({ "breaker": breaker })),
+        let details = |installed: Option<bool>| json!({ "breaker": breaker, "extension_installed": installed });
+        match self.0.extension_installed().await {
+            Ok(true) => ComponentHealth::new(Status::Ok, "reachable", details(Some(true))).scored(100.0, 15.0),
+            Ok(false) => ComponentHealth::new(
+                Status::Degraded,
+                "reachable, but the voxperf extension is not installed (CREATE EXTENSION voxperf)",
+                details(Some(false)),
+            )
+            .scored(50.0, 15.0),
             Err(e) => {
-                ComponentHealth::new(Status::Unhealthy, format!("unreachable: {e}"), json!({ "breaker": breaker }))
+                ComponentHealth::new(Status::Unhealthy, format!("unreachable: {e}"), details(None)).scored(0.0, 15.0)
             }
         }
     }
@@ -208,10 +263,12 @@ impl HealthCheck for BreakersCheck {
             .map(|(n, _)| *n)
             .collect();
         let details = json!(states);
+        // Score: the share of breakers letting calls through normally.
+        let score = 100.0 * (states.len() - open.len()) as f64 / states.len().max(1) as f64;
         if open.is_empty() {
-            ComponentHealth::new(Status::Ok, "all closed", details)
+            ComponentHealth::new(Status::Ok, "all closed", details).scored(score, 10.0)
         } else {
-            ComponentHealth::new(Status::Degraded, format!("open: {}", open.join(", ")), details)
+            ComponentHealth::new(Status::Degraded, format!("open: {}", open.join(", ")), details).scored(score, 10.0)
         }
     }
 }
@@ -260,6 +317,24 @@ mod tests {
         let down =
             service(vec![Arc::new(Fixed("redis", Status::Degraded)), Arc::new(Fixed("postgres", Status::Unhealthy))]);
         assert_eq!(down.report().await.status, Status::Unhealthy);
+    }
+
+    fn scored(status: Status, score: f64, weight: f64) -> ComponentHealth {
+        ComponentHealth::new(status, "", json!({})).scored(score, weight)
+    }
+
+    #[test]
+    fn the_score_is_the_weighted_mean_and_a_low_score_lowers_the_status() {
+        let mut c = BTreeMap::new();
+        c.insert("latency".to_owned(), scored(Status::Ok, 100.0, 25.0));
+        c.insert("errors".to_owned(), scored(Status::Ok, 100.0, 25.0));
+        c.insert("info".to_owned(), ComponentHealth::new(Status::Ok, "", json!({})));
+        assert_eq!(fold(&c), (Status::Ok, 100.0));
+        c.insert("errors".to_owned(), scored(Status::Ok, 40.0, 25.0));
+        assert_eq!(fold(&c), (Status::Degraded, 70.0));
+        c.insert("latency".to_owned(), scored(Status::Ok, 0.0, 25.0));
+        assert_eq!(fold(&c), (Status::Unhealthy, 20.0));
+        assert_eq!(fold(&BTreeMap::new()), (Status::Ok, 100.0));
     }
 }
 

@@ -43,8 +43,16 @@ pub fn redis_url() -> String {
 
 /// A configuration from the given variables only (the process environment is ignored, so a
 /// developer's shell cannot change a test).
+///
+/// Unless a test names its own `VOXPERF_INSTANCE`, tests share the instance `voxperfd-tests`, so
+/// the trend history they write to Postgres never mixes with a developer's daemon (whose default
+/// instance is host:port) and stays bounded by the trend retention.
 pub fn config(vars: &[(&str, &str)]) -> Config {
-    Config::from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string()))).expect("test configuration is valid")
+    let mut all: Vec<(String, String)> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    if !all.iter().any(|(k, _)| k == "VOXPERF_INSTANCE") {
+        all.push(("VOXPERF_INSTANCE".into(), "voxperfd-tests".into()));
+    }
+    Config::from_vars(all).expect("test configuration is valid")
 }
 
 /// A unique prefix per test so tests sharing one Redis never see each other's keys.
@@ -177,6 +185,22 @@ pub async fn body_json(response: Response<Body>) -> Value {
     let bytes = body_bytes(response).await;
     serde_json::from_slice(&bytes)
         .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", String::from_utf8_lossy(&bytes)))
+}
+
+/// `GET url` over real HTTP (for daemons started as processes): status and body.
+pub async fn http_get(url: &str) -> (u16, String) {
+    use http_body_util::BodyExt;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let response = client.get(url.parse().unwrap()).await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// A free loopback port (bound and released: good enough for a test's own daemon).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A redis-server of the test's own, on a free loopback port, that the test may stop and start.

@@ -6,5 +6,6 @@
 pub mod auth;
 pub mod errors;
 pub mod etag;
+pub mod metrics;
 pub mod security;
 pub mod timing;
