@@ -14,12 +14,14 @@ PGRX_VERSION=0.18.0
 
 # Packages: PostgreSQL 15 server and headers (pgrx's bindgen reads them), libclang for bindgen,
 # a C toolchain and make, Redis, sudo (cargo pgrx test --runas and install --sudo use it), the
-# extensions and tools the benchmarks compare against or drive, and curl for the API.
+# extensions and tools the benchmarks compare against or drive, curl for the API, and Chromium
+# for the dashboard's browser test (the daemon's tests run it headless).
 APT_PACKAGES=(
     postgresql-15 postgresql-server-dev-15
     libclang-dev clang build-essential pkg-config libssl-dev
     sudo redis-server redis-tools
     postgresql-15-hypopg postgresql-15-pg-qualstats pgpool2 wrk valgrind curl
+    chromium
 )
 
 check_os() {
