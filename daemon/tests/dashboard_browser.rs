@@ -153,7 +153,11 @@ async fn the_dashboard_shows_charts_and_tables_filled_with_the_daemons_data() {
     assert!(number(&dom, "alerts-body", "data-rows") >= 1, "the response-time alert is shown");
     assert!(dom.contains("high_response_time"));
     let suggest: bool = client
-        .query_one("SELECT to_regprocedure('voxperf.suggest_indexes(double precision, integer)') IS NOT NULL", &[])
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                            WHERE n.nspname = 'voxperf' AND p.proname = 'suggest_indexes')",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);

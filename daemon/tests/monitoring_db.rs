@@ -59,8 +59,19 @@ fn admin(uri: &str, body: &Value) -> Request<Body> {
     request
 }
 
-async fn function_exists(signature: &str) -> bool {
-    pg().await.query_one("SELECT to_regprocedure($1) IS NOT NULL", &[&signature]).await.unwrap().get(0)
+/// Whether the extension has `voxperf.<name>` taking `min_improvement` and `max_indexes` (by
+/// name: the daemon calls with named arguments).
+async fn function_exists(name: &str) -> bool {
+    pg().await
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                            WHERE n.nspname = 'voxperf' AND p.proname = $1
+                              AND p.proargnames @> ARRAY['min_improvement', 'max_indexes'])",
+            &[&name],
+        )
+        .await
+        .unwrap()
+        .get(0)
 }
 
 #[tokio::test]
@@ -155,8 +166,8 @@ async fn index_advice_comes_from_the_extension_functions_or_a_clear_501() {
     let dir = std::env::temp_dir().join(unique("voxperfd-migrations"));
     let dir_text = dir.display().to_string();
     let f = fixture(&[("VOXPERF_MIGRATIONS_DIR", dir_text.as_str())]);
-    let suggest = function_exists("voxperf.suggest_indexes(double precision, integer)").await;
-    let migrate = function_exists("voxperf.index_migration(double precision, integer)").await;
+    let suggest = function_exists("suggest_indexes").await;
+    let migrate = function_exists("index_migration").await;
     let (status, body) = f.send(get("/api/db/index-suggestions?min_improvement=0.01&max_indexes=5")).await;
     if suggest {
         assert_eq!(status, StatusCode::OK, "{body}");
@@ -179,24 +190,21 @@ async fn index_advice_comes_from_the_extension_functions_or_a_clear_501() {
     }
     let (status, body) = f.send(admin("/api/db/migrations", &json!({"min_improvement": 0.01}))).await;
     if migrate {
-        let expected: Option<String> =
-            pg().await.query_one("SELECT voxperf.index_migration(0.01, 10)", &[]).await.unwrap().get(0);
-        match expected.filter(|t| !t.trim().is_empty()) {
-            Some(text) => {
-                assert_eq!(status, StatusCode::CREATED, "{body}");
-                let path = body["path"].as_str().unwrap();
-                assert!(path.starts_with(&dir_text), "{path}");
-                assert_eq!(std::fs::read_to_string(path).unwrap(), text);
-                assert_eq!(body["text"], text);
-                let (status, second) = f.send(admin("/api/db/migrations", &json!({"min_improvement": 0.01}))).await;
-                assert_eq!(status, StatusCode::CREATED);
-                assert_ne!(second["path"], body["path"], "an existing file is never overwritten");
-                assert_eq!(std::fs::read_to_string(path).unwrap(), text);
-            }
-            None => assert_eq!(
-                (status, body["error"]["code"].as_str()),
-                (StatusCode::UNPROCESSABLE_ENTITY, Some("nothing_to_migrate"))
-            ),
+        // The extension's text is its own business (and depends on the workload at the time):
+        // the daemon must write exactly what it got, into a new file each time.
+        if status == StatusCode::UNPROCESSABLE_ENTITY {
+            assert_eq!(body["error"]["code"], "nothing_to_migrate", "{body}");
+        } else {
+            assert_eq!(status, StatusCode::CREATED, "{body}");
+            let path = body["path"].as_str().unwrap().to_owned();
+            assert!(path.starts_with(&dir_text), "{path}");
+            let text = body["text"].as_str().unwrap().to_owned();
+            assert!(!text.trim().is_empty());
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+            let (status, second) = f.send(admin("/api/db/migrations", &json!({"min_improvement": 0.01}))).await;
+            assert_eq!(status, StatusCode::CREATED, "{second}");
+            assert_ne!(second["path"].as_str().unwrap(), path, "an existing file is never overwritten");
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
         }
     } else {
         assert_eq!(status, StatusCode::NOT_IMPLEMENTED, "{body}");
@@ -246,7 +254,7 @@ async fn optimize_refreshes_suggestions_when_offered_and_warms_the_cache_from_th
         .await;
     assert_eq!(hit["cache"], "HIT", "the warm list's statement is cached");
     let suggestions = &report["index_suggestions"];
-    if function_exists("voxperf.suggest_indexes(double precision, integer)").await {
+    if function_exists("suggest_indexes").await {
         assert_eq!(suggestions["status"], "done", "{report}");
     } else {
         assert_eq!(suggestions["status"], "skipped", "{report}");

@@ -1,8 +1,10 @@
 //! The extension's views and functions, read by the monitor and the `/api/db/*` endpoints.
 //!
 //! Everything the daemon knows about the extension's SQL API is in this file: column names,
-//! casts, and how to detect functions that a given version may lack (`to_regprocedure`, so a
-//! missing function is an answer, not an error). Times leave Postgres as Unix milliseconds.
+//! casts, and how to detect functions that a given version may lack (a catalog lookup, so a
+//! missing function is an answer, not an error). Functions are called with named arguments and
+//! their rows read through `json_agg`, so parameters and columns the extension adds later (with
+//! defaults) change nothing here. Times leave Postgres as Unix milliseconds.
 
 use std::time::SystemTime;
 
@@ -123,11 +125,33 @@ pub struct IndexSuggestion {
     pub write_overhead: Option<f64>,
     pub breaks_hot: Option<bool>,
     pub rationale: Option<String>,
+    /// Execution time saved, and index upkeep, per the extension's estimate (when it gives them).
+    #[serde(default)]
+    pub estimated_saving_ms: Option<f64>,
+    #[serde(default)]
+    pub estimated_upkeep_ms: Option<f64>,
 }
 
-/// The advisor's functions, by the signature the daemon calls.
-pub const SUGGEST_INDEXES: &str = "voxperf.suggest_indexes(double precision, integer)";
-pub const INDEX_MIGRATION: &str = "voxperf.index_migration(double precision, integer)";
+/// An extension function the daemon calls with named arguments, so that parameters the extension
+/// adds later (with defaults) do not change how it is found or called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Function {
+    /// Its name in schema `voxperf`.
+    pub name: &'static str,
+    /// The parameters the daemon passes by name.
+    pub arguments: &'static [&'static str],
+}
+
+impl std::fmt::Display for Function {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "voxperf.{}({})", self.name, self.arguments.join(", "))
+    }
+}
+
+pub const SUGGEST_INDEXES: Function =
+    Function { name: "suggest_indexes", arguments: &["min_improvement", "max_indexes"] };
+pub const INDEX_MIGRATION: Function =
+    Function { name: "index_migration", arguments: &["min_improvement", "max_indexes"] };
 
 const QUERY_COLUMNS: &str = "queryid, query, userid::int8, dbid::int8, toplevel, calls, rows, total_exec_time,
     mean_exec_time, min_exec_time, max_exec_time, stddev_exec_time, p50_exec_time, p95_exec_time,
@@ -135,10 +159,18 @@ const QUERY_COLUMNS: &str = "queryid, query, userid::int8, dbid::int8, toplevel,
     (extract(epoch FROM first_seen) * 1000)::int8, (extract(epoch FROM last_seen) * 1000)::int8";
 
 impl Db {
-    /// Whether the function with this signature exists (e.g. [`SUGGEST_INDEXES`]).
-    pub async fn function_exists(&self, signature: &'static str) -> Result<bool, Error> {
+    /// Whether the extension has `function` with (at least) the parameters the daemon names.
+    pub async fn function_exists(&self, function: Function) -> Result<bool, Error> {
+        let arguments: Vec<&str> = function.arguments.to_vec();
         self.run(|c| async move {
-            let row = c.query_one("SELECT to_regprocedure($1) IS NOT NULL", &[&signature]).await?;
+            let row = c
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                                    WHERE n.nspname = 'voxperf' AND p.proname = $1
+                                      AND p.proargnames @> $2::text[])",
+                    &[&function.name, &arguments],
+                )
+                .await?;
             Ok(row.get(0))
         })
         .await
@@ -255,7 +287,8 @@ impl Db {
         self.run(|c| async move {
             let row = c
                 .query_one(
-                    "SELECT coalesce(json_agg(s), '[]')::text FROM voxperf.suggest_indexes($1, $2) s",
+                    "SELECT coalesce(json_agg(s), '[]')::text
+                     FROM voxperf.suggest_indexes(min_improvement => $1, max_indexes => $2) s",
                     &[&min_improvement, &max_indexes],
                 )
                 .await?;
@@ -273,5 +306,36 @@ impl Db {
             Ok(row.get(0))
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_suggestion_row_reads_with_the_columns_the_extension_may_add_or_leave_out() {
+        // json_agg's rendering of one row of voxperf.suggest_indexes(): arrays, nulls, numbers,
+        // and a column this daemon does not know.
+        let row = r#"{"relation": "public.\"VirtualNumber\"", "columns": ["country_code", "area_code"],
+            "method": "btree", "predicate": "status = 'AVAILABLE'::text",
+            "ddl": "CREATE INDEX CONCURRENTLY ON public.\"VirtualNumber\" (country_code, area_code)",
+            "cost_before": 4120.5, "cost_after": 8.3, "improvement": 0.998, "estimated_size_bytes": 655360,
+            "queryids": [-4011232158123841234], "write_overhead": 0.04, "breaks_hot": false,
+            "rationale": "equality on both columns", "estimated_saving_ms": 12.5, "estimated_upkeep_ms": 0.2,
+            "added_later": 1}"#;
+        let s: IndexSuggestion = serde_json::from_str(row).unwrap();
+        assert_eq!(s.columns, ["country_code", "area_code"]);
+        assert_eq!(s.queryids, [-4011232158123841234]);
+        assert_eq!(s.estimated_saving_ms, Some(12.5));
+        let older = r#"{"relation": "t", "columns": ["a"], "method": "btree", "predicate": null, "ddl": "CREATE INDEX ON t (a)",
+            "cost_before": 2, "cost_after": 1, "improvement": 0.5, "estimated_size_bytes": null, "queryids": [],
+            "write_overhead": null, "breaks_hot": null, "rationale": null}"#;
+        assert_eq!(serde_json::from_str::<IndexSuggestion>(older).unwrap().estimated_saving_ms, None);
+    }
+
+    #[test]
+    fn functions_are_shown_with_the_arguments_the_daemon_passes() {
+        assert_eq!(SUGGEST_INDEXES.to_string(), "voxperf.suggest_indexes(min_improvement, max_indexes)");
     }
 }

@@ -117,7 +117,7 @@ pub async fn stats(State(monitor): State<Monitor>, State(health): State<Arc<Heal
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointsQuery {
-    /// requests (default), p95, p99, mean, errors, route
+    /// requests (default), rate, p95, p99, mean, errors, route
     pub sort: Option<String>,
     pub limit: Option<usize>,
 }
@@ -143,11 +143,12 @@ pub async fn endpoints(
         "p99" => list.sort_by(by(|e| e.latency.p99_ms)),
         "mean" => list.sort_by(by(|e| e.latency.mean_ms)),
         "errors" => list.sort_by(by(|e| e.errors as f64)),
+        "rate" => list.sort_by(by(|e| e.requests_per_second)),
         "route" => {}
         other => {
             return Err(AppError::bad_request(
                 "invalid_parameter",
-                format!("unknown sort {other:?}; use requests, p95, p99, mean, errors or route"),
+                format!("unknown sort {other:?}; use requests, rate, p95, p99, mean, errors or route"),
             ));
         }
     }

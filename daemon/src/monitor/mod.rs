@@ -140,8 +140,8 @@ pub fn rules(config: &MonitoringConfig, breakers: &Breakers) -> Vec<RuleSpec> {
             "slow_query_burst",
             "Burst of slow queries",
             Severity::Warning,
-            Comparison::Above,
-            config.alert_slow_query_burst as f64 - 0.5,
+            Comparison::AtLeast,
+            config.alert_slow_query_burst as f64,
             "queries/min",
             "ALERT_SLOW_QUERY_BURST",
             timing,
@@ -155,8 +155,8 @@ pub fn rules(config: &MonitoringConfig, breakers: &Breakers) -> Vec<RuleSpec> {
             format!("circuit_breaker_open:{}", b.name()),
             format!("Circuit breaker {} is open or changed state", b.name()),
             Severity::Critical,
-            Comparison::Above,
-            0.5,
+            Comparison::AtLeast,
+            1.0,
             "",
             "CIRCUIT_BREAKER_*",
             immediate,
@@ -433,5 +433,86 @@ impl Monitor {
                 Err(e) => tracing::warn!(error = %e, "trends not saved at shutdown"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::CacheSettings;
+    use crate::clock::ManualClock;
+    use crate::config::Config;
+    use crate::monitor::collect::ExtensionReading;
+
+    fn monitor() -> Monitor {
+        monitor_with_clock().0
+    }
+
+    fn monitor_with_clock() -> (Monitor, Arc<ManualClock>) {
+        let manual = Arc::new(ManualClock::new());
+        let config = Config::from_vars([
+            ("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none"),
+            ("ALERT_SLOW_QUERY_BURST", "5"),
+        ])
+        .unwrap();
+        let clock: SharedClock = manual.clone();
+        let breakers = Breakers::new(&config.breaker, &clock);
+        let db = Arc::new(Db::new(&config.database_url, 1, breakers.postgres.clone()).unwrap());
+        let settings = CacheSettings {
+            default_ttl: std::time::Duration::from_secs(1),
+            l1_max_bytes: 1024,
+            compression_threshold: 1024,
+            invalidation_feed: false,
+        };
+        let cache = Cache::new(settings, None, clock.clone());
+        (Monitor::new(config.monitoring, clock, db, cache, breakers), manual)
+    }
+
+    fn slow(at_ms: u64, new_slow_queries: i64) -> Readings {
+        Readings {
+            at_ms,
+            extension: Some(ExtensionReading {
+                statements: 1,
+                calls: 0,
+                calls_total: 0,
+                exec_time_total_ms: 0.0,
+                queries_per_second: 0.0,
+                mean_ms: None,
+                p95_ms: None,
+                new_slow_queries,
+            }),
+            ..Readings::default()
+        }
+    }
+
+    #[test]
+    fn the_slow_query_burst_counts_the_new_slow_queries_of_the_last_minute() {
+        let m = monitor();
+        let burst = |r: &Readings| m.observations(r)["slow_query_burst"];
+        assert_eq!(burst(&slow(0, 2)), Some(2.0));
+        assert_eq!(burst(&slow(30_000, 3)), Some(5.0), "within the minute: added up");
+        assert_eq!(burst(&slow(60_000, 0)), Some(3.0), "the first collection left the window");
+        assert_eq!(burst(&Readings { at_ms: 70_000, ..Readings::default() }), None, "no extension, no data");
+        let rule = rules(m.config(), m.breakers()).into_iter().find(|r| r.id == "slow_query_burst").unwrap();
+        assert!(rule.comparison.breached(5.0, rule.threshold), "ALERT_SLOW_QUERY_BURST=5 fires at 5");
+    }
+
+    #[tokio::test]
+    async fn a_breaker_that_opened_and_closed_between_collections_still_counts_as_a_change() {
+        let (m, clock) = monitor_with_clock();
+        let seen = |r: &Readings| m.observations(r)["circuit_breaker_open:redis"];
+        assert_eq!(seen(&Readings::default()), Some(0.0));
+        let redis = m.breakers().redis.clone();
+        for _ in 0..5 {
+            let _ = redis.call(async { Err::<(), _>("down") }).await;
+        }
+        assert_eq!(seen(&Readings::default()), Some(1.0), "open");
+        clock.advance(std::time::Duration::from_secs(120));
+        for _ in 0..3 {
+            let _ = redis.call(async { Ok::<_, ()>(()) }).await;
+        }
+        assert_eq!(redis.state(), BreakerState::Closed);
+        assert_eq!(seen(&Readings::default()), Some(1.0), "closed again, but it changed since");
+        assert_eq!(seen(&Readings::default()), Some(0.0));
     }
 }

@@ -1,8 +1,8 @@
 //! Index advice from the extension: suggestions (cached briefly) and migration files.
 //!
-//! The extension's advisor functions may be missing (an older `voxperf`); the daemon checks with
-//! `to_regprocedure` before calling and answers [`Error::Missing`] naming the function, never a
-//! made-up result. Suggestions are cached for `VOXPERF_INDEX_SUGGESTIONS_TTL` under one tag, so
+//! The extension's advisor functions may be missing (an older `voxperf`); the daemon checks the
+//! catalog for them (by name and the parameters it passes, since it calls with named arguments)
+//! and answers [`Error::Missing`] naming the function, never a made-up result. Suggestions are cached for `VOXPERF_INDEX_SUGGESTIONS_TTL` under one tag, so
 //! `refresh` (and `POST /api/admin/optimize`) drops every cached variant at once. Migration
 //! files are created, never overwritten: a name already taken gets a numeric suffix.
 
@@ -16,7 +16,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::cache::{self, Cache, LoadError};
-use crate::db::extension::{INDEX_MIGRATION, IndexSuggestion, SUGGEST_INDEXES};
+use crate::db::extension::{Function, INDEX_MIGRATION, IndexSuggestion, SUGGEST_INDEXES};
 use crate::db::{self, Db};
 use crate::monitor::alerts::sinks::rfc3339;
 
@@ -28,7 +28,7 @@ const MAX_SUFFIX: u32 = 1000;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{0} does not exist in the database: install or upgrade the voxperf extension that provides it")]
-    Missing(&'static str),
+    Missing(Function),
     #[error("{0}")]
     Invalid(String),
     #[error("voxperf.index_migration() returned no migration (no suggestion passed the thresholds)")]
@@ -95,7 +95,7 @@ pub struct Advisor {
 }
 
 impl Advisor {
-    async fn require(&self, function: &'static str) -> Result<(), Error> {
+    async fn require(&self, function: Function) -> Result<(), Error> {
         if self.db.function_exists(function).await? { Ok(()) } else { Err(Error::Missing(function)) }
     }
 

@@ -129,6 +129,7 @@ pub struct AlertEngine {
 
 fn format_value(value: Option<f64>, unit: &str) -> String {
     match value {
+        Some(v) if unit.is_empty() => format!("{v:.2}"),
         Some(v) => format!("{v:.2} {unit}"),
         None => "no data".to_owned(),
     }
@@ -170,12 +171,11 @@ impl AlertEngine {
                         fired_ms,
                         resolved_ms: None,
                         message: format!(
-                            "{}: {} {} {} {} ({})",
+                            "{}: {} {} {} ({})",
                             spec.summary,
                             format_value(value, &spec.unit),
                             spec.comparison.symbol(),
-                            spec.threshold,
-                            spec.unit,
+                            format_value(Some(spec.threshold), &spec.unit).replace(".00", ""),
                             spec.source
                         ),
                     };

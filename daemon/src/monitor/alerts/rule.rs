@@ -17,6 +17,8 @@ use utoipa::ToSchema;
 pub enum Comparison {
     Above,
     Below,
+    /// At or above: for counts ("at least 10 slow queries").
+    AtLeast,
 }
 
 impl Comparison {
@@ -24,6 +26,7 @@ impl Comparison {
         match self {
             Comparison::Above => value > threshold,
             Comparison::Below => value < threshold,
+            Comparison::AtLeast => value >= threshold,
         }
     }
 
@@ -31,6 +34,7 @@ impl Comparison {
         match self {
             Comparison::Above => ">",
             Comparison::Below => "<",
+            Comparison::AtLeast => ">=",
         }
     }
 }
@@ -199,5 +203,6 @@ mod tests {
         assert!(!Comparison::Above.breached(80.0, 80.0));
         assert!(Comparison::Below.breached(0.4, 0.5));
         assert!(!Comparison::Below.breached(0.5, 0.5));
+        assert!(Comparison::AtLeast.breached(10.0, 10.0));
     }
 }
