@@ -28,7 +28,11 @@ static SAVE_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(300);
 static TRACK_QUALS: GucSetting<bool> = GucSetting::<bool>::new(true);
 static QUAL_SAMPLE_RATE: GucSetting<f64> = GucSetting::<f64>::new(0.01);
 static MAX_QUALS: GucSetting<i32> = GucSetting::<i32>::new(2000);
-static MAX_EXAMPLES: GucSetting<i32> = GucSetting::<i32>::new(1000);
+static MAX_EXAMPLES: GucSetting<i32> = GucSetting::<i32>::new(2000);
+static ADVISOR_MAX_QUERIES: GucSetting<i32> = GucSetting::<i32>::new(50);
+static ADVISOR_MAX_CANDIDATES: GucSetting<i32> = GucSetting::<i32>::new(200);
+static ADVISOR_TIME_LIMIT: GucSetting<i32> = GucSetting::<i32>::new(10_000);
+static ADVISOR_TRACE: GucSetting<bool> = GucSetting::<bool>::new(false);
 static NOTIFY_CHANNEL: GucSetting<Option<std::ffi::CString>> =
     GucSetting::<Option<std::ffi::CString>>::new(Some(c"voxperf_invalidate"));
 
@@ -144,11 +148,49 @@ pub fn init() {
     GucRegistry::define_int_guc(
         c"voxperf.max_examples",
         c"Number of example executions (text with literal values) kept for the index advisor.",
-        c"Default 1000. The advisor plans these instead of normalized texts so the planner sees real values; each takes 2 kB of shared memory, reserved at server start.",
+        c"Default 2000: up to four per statement (three taken at sampled moments, the slowest). The advisor plans these instead of normalized texts so the planner sees the values the statement is really run with; each takes 2 kB of shared memory, reserved at server start.",
         &MAX_EXAMPLES,
         0,
         1_000_000,
         GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"voxperf.advisor_max_queries",
+        c"How many statements (the most expensive by total time) voxperf.suggest_indexes considers.",
+        c"Default 50: in most workloads they account for nearly all the time; each one is planned once per candidate that could serve it.",
+        &ADVISOR_MAX_QUERIES,
+        1,
+        10_000,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"voxperf.advisor_max_candidates",
+        c"Most index candidates voxperf.suggest_indexes evaluates.",
+        c"Default 200. Candidates come from the most expensive statements first: a huge workload gets advice for its heaviest statements rather than an unbounded run.",
+        &ADVISOR_MAX_CANDIDATES,
+        1,
+        100_000,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"voxperf.advisor_time_limit",
+        c"Time voxperf.suggest_indexes may spend evaluating candidates; 0 means no limit.",
+        c"Default 10 s. When it runs out, the indexes chosen so far are returned with a NOTICE saying the search was cut short.",
+        &ADVISOR_TIME_LIMIT,
+        0,
+        i32::MAX,
+        GucContext::Userset,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_bool_guc(
+        c"voxperf.advisor_trace",
+        c"Report each round of voxperf.suggest_indexes' search as NOTICEs.",
+        c"Off by default. Each round lists the best-scoring candidates (estimated time saved net of upkeep, size) and the one chosen: the answer to \"why not this index?\".",
+        &ADVISOR_TRACE,
+        GucContext::Userset,
         GucFlags::default(),
     );
     GucRegistry::define_string_guc(
@@ -236,4 +278,20 @@ pub fn max_quals() -> usize {
 
 pub fn max_examples() -> usize {
     MAX_EXAMPLES.get().max(0) as usize
+}
+
+pub fn advisor_max_queries() -> usize {
+    ADVISOR_MAX_QUERIES.get().max(1) as usize
+}
+
+pub fn advisor_max_candidates() -> usize {
+    ADVISOR_MAX_CANDIDATES.get().max(1) as usize
+}
+
+pub fn advisor_trace() -> bool {
+    ADVISOR_TRACE.get()
+}
+
+pub fn advisor_time_limit() -> std::time::Duration {
+    std::time::Duration::from_millis(ADVISOR_TIME_LIMIT.get().max(0) as u64)
 }

@@ -6,6 +6,7 @@
 //! A save writes a new file under a unique temporary name, syncs it and renames it over the
 //! old one, then syncs the directory: at any moment the file on disk is a complete save.
 
+use crate::stats::examples::{self, Example, Examples};
 use crate::stats::persist::{self, SavedEntry, SavedGlobals};
 use crate::stats::table::TableMut;
 use crate::{gucs, shmem};
@@ -24,7 +25,7 @@ fn pg_major() -> u32 {
 }
 
 /// Fill a freshly initialised table from the stats file, if there is a valid one.
-pub fn load(table: &mut TableMut<'_>) {
+pub fn load(table: &mut TableMut<'_>, examples: &mut Examples<'_>) {
     let bytes = match std::fs::read(STATS_FILE) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
@@ -34,17 +35,29 @@ pub fn load(table: &mut TableMut<'_>) {
         }
     };
     match persist::decode(&bytes, pg_major()) {
-        Ok((globals, entries)) => {
-            for e in &entries {
+        Ok(saved) => {
+            for e in &saved.entries {
                 table.restore(&e.key, &e.text, e.encoding, &e.counters);
             }
-            table.header.dealloc = globals.dealloc;
-            table.header.evicted_entries = globals.evicted_entries;
-            table.header.stats_reset = globals.stats_reset;
-            log!("voxperf: loaded statistics of {} statements from \"{STATS_FILE}\"", entries.len());
+            table.header.dealloc = saved.globals.dealloc;
+            table.header.evicted_entries = saved.globals.evicted_entries;
+            table.header.stats_reset = saved.globals.stats_reset;
+            for (seq, x) in saved.examples.iter().enumerate() {
+                examples.restore(x, seq as u64 + 1);
+            }
+            log!(
+                "voxperf: loaded statistics of {} statements and {} example executions from \"{STATS_FILE}\"",
+                saved.entries.len(),
+                saved.examples.len()
+            );
         }
         Err(e) => warning!("voxperf: ignoring \"{STATS_FILE}\": {e}; starting with empty statistics"),
     }
+}
+
+/// The kept examples, copied out under their shared lock.
+fn examples_snapshot() -> Vec<Example> {
+    shmem::with_examples(examples::all).unwrap_or_default()
 }
 
 /// Copy the table out under the shared lock (the file is written without holding it).
@@ -71,7 +84,7 @@ fn snapshot() -> Option<(SavedGlobals, Vec<SavedEntry>)> {
 /// Write the current statistics to the stats file; returns how many statements were saved.
 pub fn save() -> std::io::Result<usize> {
     let Some((globals, entries)) = snapshot() else { return Ok(0) };
-    let bytes = persist::encode(pg_major(), globals, &entries);
+    let bytes = persist::encode(pg_major(), globals, &entries, &examples_snapshot());
     // SAFETY: backend-local global.
     let tmp = format!("{STATS_FILE}.tmp.{}", unsafe { pg_sys::MyProcPid });
     let result = (|| {

@@ -11,8 +11,8 @@
 
 use crate::backend::BackendCell;
 use crate::shmem;
-use crate::stats::counters::Sample;
-use crate::stats::examples::{Example, ExampleParam};
+use crate::stats::counters::{Phase, Progress, Sample};
+use crate::stats::examples::{self, Example, ExampleParam};
 use crate::stats::quals::Observed;
 use crate::stats::slow_ring::{SlowQuery, pack};
 use crate::stats::table::EntryKey;
@@ -134,13 +134,54 @@ pub fn note_parsed(queryid: u64, userid: u32, toplevel: bool, normalized: impl F
 /// the normalized text if one was prepared, else the statement's own text) when it is new.
 pub fn record(key: StatementKey, sample: &Sample, statement: &impl Statement) {
     let entry_key = EntryKey::new(key.userid, key.dbid, key.queryid, key.toplevel);
-    if shmem::update_existing(&entry_key, sample, key.at) {
+    if let Some(progress) = shmem::update_existing(&entry_key, sample, key.at) {
         confirm(&key);
+        if sample.phase == Phase::Exec {
+            note_example(&key, progress, statement);
+        }
     } else if shmem::is_ready() {
         insert(&key, &entry_key, sample, || statement.text());
-        // The first execution is the first example the advisor gets.
-        store_example(&key, statement);
+        // The first execution is the first example the advisor gets, and the slowest so far
+        // (a later one replaces it only by being slower).
+        store_example(&key, 0, statement);
+        store_example(&key, examples::SLOWEST, statement);
     }
+}
+
+/// Keep an execution as an example when its statement's counters say it is one (see
+/// `stats::examples`): the slowest so far, or with probability 2/calls. Both are rare
+/// (logarithmic in the calls), so the statement path pays for a text copy only rarely; the
+/// draw is a hash of the call count and the statement, so that captures follow no pattern of
+/// the workload (a power-of-two rule would never see every fifth customer).
+#[inline]
+fn note_example(key: &StatementKey, progress: Progress, statement: &impl Statement) {
+    if progress.new_max {
+        store_example(key, examples::SLOWEST, statement);
+        return;
+    }
+    let calls = progress.calls as u64;
+    if calls < 2 {
+        return;
+    }
+    let draw = mix(calls ^ key.queryid.rotate_left(17));
+    if draw % calls < CAPTURES_PER_DOUBLING {
+        let variant = ((draw >> 40) % u64::from(examples::SAMPLED)) as u8;
+        store_example(key, variant, statement);
+    }
+}
+
+/// Expected captures per doubling of a statement's calls (about this many times ln(calls)
+/// captures over its life).
+const CAPTURES_PER_DOUBLING: u64 = 2;
+
+/// A 64-bit finalizer (splitmix64's): a well-spread hash of its input.
+#[inline]
+fn mix(mut x: u64) -> u64 {
+    x ^= x >> 30;
+    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^= x >> 27;
+    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
 }
 
 /// The statement has an entry: stop preparing texts for it.
@@ -190,19 +231,28 @@ const EXAMPLE_REFRESH: u64 = 8;
 
 /// At a sampled execution: refresh the statement's example now and then.
 pub fn refresh_example(key: &StatementKey, statement: &impl Statement) {
-    if SAMPLER.with(|s| *s % EXAMPLE_REFRESH == 0).unwrap_or(false) {
-        store_example(key, statement);
+    let draw = SAMPLER.with(|s| *s).unwrap_or(1);
+    if draw.is_multiple_of(EXAMPLE_REFRESH) {
+        let variant = ((draw / EXAMPLE_REFRESH) % u64::from(examples::SAMPLED)) as u8;
+        store_example(key, variant, statement);
     }
 }
 
-/// Keep this execution as the statement's example for the index advisor.
-pub fn store_example(key: &StatementKey, statement: &impl Statement) {
+/// Keep this execution as one of the statement's examples for the index advisor.
+pub fn store_example(key: &StatementKey, variant: u8, statement: &impl Statement) {
     if !statement.plannable() || querytext::database_encoding() != PG_UTF8 {
         return;
     }
     let Ok(text) = String::from_utf8(statement.text()) else { return };
-    let example =
-        Example { dbid: key.dbid, queryid: key.queryid, userid: key.userid, text, params: statement.params() };
+    let example = Example {
+        dbid: key.dbid,
+        queryid: key.queryid,
+        variant,
+        constancy: Default::default(),
+        userid: key.userid,
+        text,
+        params: statement.params(),
+    };
     shmem::with_examples_mut(|ex, seq| ex.store(&example, seq));
 }
 

@@ -7,7 +7,7 @@
 //! hold the right lock for exactly the closure's duration. Without `shared_preload_libraries`
 //! the region does not exist and they return `None`.
 
-use crate::stats::counters::Sample;
+use crate::stats::counters::{Progress, Sample};
 use crate::stats::examples::{ExampleSlot, Examples};
 use crate::stats::quals::{QualEntry, QualTable};
 use crate::stats::slow_ring::{RingHeader, RingMut, RingRef, SLOT_BYTES, SlowSlot};
@@ -154,7 +154,7 @@ unsafe extern "C-unwind" fn shmem_startup() {
             table.init(now);
             ring_mut(region).init();
             if gucs::save() {
-                persistence::load(&mut table);
+                persistence::load(&mut table, &mut Examples { slots: example_slice(region) });
             }
         }
         REGION = region;
@@ -280,17 +280,14 @@ pub fn is_ready() -> bool {
 }
 
 /// The statement path: fold `sample` into `key`'s entry if it exists, without any LWLock (see
-/// the protocol in `stats::table`). False when there is no such entry (or it could not be
+/// the protocol in `stats::table`). `None` when there is no such entry (or it could not be
 /// found while another backend was inserting or evicting): the caller then inserts under the
 /// exclusive lock.
 #[inline]
-pub fn update_existing(key: &EntryKey, sample: &Sample, now: i64) -> bool {
-    match region() {
-        // SAFETY: the index and entries are valid for the life of the server; the table's
-        // protocol makes this lookup safe without the LWLock (it does not read texts).
-        Some(r) => unsafe { table_ref(r) }.update_if_present(key, sample, now),
-        None => false,
-    }
+pub fn update_existing(key: &EntryKey, sample: &Sample, now: i64) -> Option<Progress> {
+    // SAFETY: the index and entries are valid for the life of the server; the table's protocol
+    // makes this lookup safe without the LWLock (it does not read texts).
+    region().and_then(|r| unsafe { table_ref(r) }.update_if_present(key, sample, now))
 }
 
 /// Run `f` on the statistics table under the shared lock.

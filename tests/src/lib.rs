@@ -135,3 +135,48 @@ pub async fn stats_matching(client: &Client, needle: &str) -> Vec<Stat> {
         })
         .collect()
 }
+
+/// The URL of database `db` on the test server, as the same user.
+pub fn url_for_database(db: &str) -> String {
+    let url = database_url();
+    let without_query = url.split('?').next().unwrap_or(&url);
+    match without_query.rsplit_once('/') {
+        Some((server, _)) if server.contains("://") && !server.ends_with('/') => format!("{server}/{db}"),
+        _ => panic!("DATABASE_URL must look like postgres://user@host:port/db, got {url}"),
+    }
+}
+
+/// A new, empty database named after a fresh marker, with the voxperf extension created;
+/// returns its name and a connection to it. The statistics are kept per database, so a test
+/// that needs a workload of its own (the index advisor's) gets one here.
+pub async fn fresh_database(name: &str) -> (String, Client) {
+    let db = marker(name);
+    connect().await.batch_execute(&format!("CREATE DATABASE {db}")).await.unwrap();
+    let client = connect_to(&url_for_database(&db)).await;
+    client.batch_execute("CREATE EXTENSION voxperf").await.unwrap();
+    (db, client)
+}
+
+/// The repository's root (where `sql/` is).
+pub fn repo_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Run a psql script of the repository (`sql/...`) against database `db`, with `-v` variables;
+/// fail the test if psql fails. Statements run one by one at top level, as a client sends them.
+pub fn psql_file(db: &str, file: &str, vars: &[(&str, &str)]) {
+    let path = repo_dir().join(file);
+    let mut cmd = Command::new("psql");
+    cmd.arg("--no-psqlrc").arg("-q").arg("-v").arg("ON_ERROR_STOP=1").arg("-d").arg(url_for_database(db));
+    for (k, v) in vars {
+        cmd.arg("-v").arg(format!("{k}={v}"));
+    }
+    let out = cmd.arg("-f").arg(&path).output().unwrap_or_else(|e| panic!("cannot run psql: {e}"));
+    assert!(
+        out.status.success(),
+        "psql -f {} failed: {}\n{}",
+        path.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

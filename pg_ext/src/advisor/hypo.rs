@@ -147,6 +147,22 @@ impl Session {
         });
     }
 
+    /// Estimated size of an index in bytes, once the planner has seen it (0 before).
+    pub fn size_bytes(&self, handle: usize) -> u64 {
+        STATE
+            .with(|s| {
+                s.as_ref()
+                    .and_then(|st| st.pool[handle].pages.get())
+                    .map_or(0, |p| u64::from(p) * pg_sys::BLCKSZ as u64)
+            })
+            .unwrap_or(0)
+    }
+
+    /// The share of the table's rows a (partial) index holds.
+    pub fn predicate_fraction(&self, handle: usize) -> f64 {
+        STATE.with(|s| s.as_ref().map_or(1.0, |st| st.pool[handle].predicate_fraction)).unwrap_or(1.0)
+    }
+
     pub fn handle_of_oid(&self, oid: pg_sys::Oid) -> Option<usize> {
         STATE.with(|s| s.as_ref().and_then(|st| st.pool.iter().position(|i| i.oid == oid))).flatten()
     }

@@ -2,9 +2,17 @@
 //! turned into them (`ddl`), and planning statements with and without them (`plan`). The SQL
 //! functions built on these live in `api/advisor.rs`.
 
+pub mod analyze;
+pub mod candidates;
+pub mod catalog;
 pub mod ddl;
 pub mod hypo;
+pub mod migration;
+pub mod model;
 pub mod plan;
+pub mod select;
+pub mod suggest;
+pub mod upkeep;
 
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;

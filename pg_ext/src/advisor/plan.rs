@@ -17,7 +17,10 @@ pub struct Planned {
     params: pg_sys::ParamListInfo,
 }
 
+pub use super::model::Write;
+
 /// A parameter value for planning, as text in the parameter type's input syntax.
+#[derive(Clone, Debug, PartialEq)]
 pub struct ParamValue {
     pub type_oid: pg_sys::Oid,
     pub text: Option<String>,
@@ -121,6 +124,43 @@ impl Planned {
         out
     }
 
+    /// The tables the statement writes: inserted into, updated (with the columns it sets) or
+    /// deleted from.
+    pub fn writes(&self) -> Vec<(u32, Write)> {
+        let mut out = Vec::new();
+        for &s in &self.stmts {
+            // SAFETY: a ModifyTable is the top node of a planned UPDATE; its lists are parallel.
+            unsafe {
+                let top = (*s).planTree;
+                if top.is_null() || (*top).type_ != pg_sys::NodeTag::T_ModifyTable {
+                    continue;
+                }
+                let mt = top.cast::<pg_sys::ModifyTable>();
+                let operation = (*mt).operation;
+                let rels = PgList::<std::ffi::c_void>::from_pg((*mt).resultRelations);
+                let colnos = PgList::<pg_sys::List>::from_pg((*mt).updateColnosLists);
+                for i in 0..rels.len() {
+                    let rti = pg_sys::list_nth_int((*mt).resultRelations, i as i32);
+                    let rte = pg_sys::list_nth((*s).rtable, rti - 1).cast::<pg_sys::RangeTblEntry>();
+                    let write = match operation {
+                        pg_sys::CmdType::CMD_INSERT => Write::Insert,
+                        pg_sys::CmdType::CMD_DELETE => Write::Delete,
+                        pg_sys::CmdType::CMD_UPDATE => Write::Update(match colnos.get_ptr(i) {
+                            Some(list) => {
+                                (0..pg_sys::list_length(list)).map(|k| pg_sys::list_nth_int(list, k) as i16).collect()
+                            }
+                            None => Vec::new(),
+                        }),
+                        // MERGE may do any of them: count it as an update of every column.
+                        _ => Write::Update(Vec::new()),
+                    };
+                    out.push(((*rte).relid.to_u32(), write));
+                }
+            }
+        }
+        out
+    }
+
     /// EXPLAIN (no ANALYZE) of the plans, as text. Executor start-up runs in EXPLAIN-only
     /// mode, which never opens the indexes and runs nothing.
     pub fn explain(&self) -> String {
@@ -182,5 +222,28 @@ unsafe fn collect_indexes(plan: *mut pg_sys::Plan, out: &mut Vec<pg_sys::Oid>) {
         }
         collect_indexes((*plan).lefttree, out);
         collect_indexes((*plan).righttree, out);
+    }
+}
+
+/// Run `f` in an internal subtransaction, as a PL/pgSQL exception block does: an ERROR inside
+/// (a statement that no longer plans, a candidate the catalog rejects) is rolled back and
+/// reported as `None`, and the advisor carries on with the rest. Results allocated by `f` stay
+/// in the caller's memory context.
+pub fn isolated<T>(f: impl FnOnce() -> T) -> Option<T> {
+    // SAFETY: the documented subtransaction protocol; memory context and resource owner are
+    // restored on both paths.
+    unsafe {
+        let context = pg_sys::CurrentMemoryContext;
+        let owner = pg_sys::CurrentResourceOwner;
+        pg_sys::BeginInternalSubTransaction(std::ptr::null());
+        pg_sys::CurrentMemoryContext = context;
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+        match result {
+            Ok(_) => pg_sys::ReleaseCurrentSubTransaction(),
+            Err(_) => pg_sys::RollbackAndReleaseCurrentSubTransaction(),
+        }
+        pg_sys::CurrentMemoryContext = context;
+        pg_sys::CurrentResourceOwner = owner;
+        result.ok()
     }
 }

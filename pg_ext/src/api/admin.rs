@@ -1,4 +1,5 @@
-//! `voxperf.query_stats_info`, `voxperf.reset()`, `voxperf.reset(queryid)` and
+//! `voxperf.query_stats_info`, `voxperf.reset()`, `voxperf.reset(queryid)`,
+//! `voxperf.reset(userid, dbid, queryid)` and
 //! `voxperf.save_stats()`.
 
 use crate::error::{VoxperfError, VoxperfResult, require_preload};
@@ -88,6 +89,22 @@ fn reset_queryid(queryid: i64) -> VoxperfResult<i64> {
     Ok(removed as i64)
 }
 
+/// Remove the statistics matching a user, a database and a statement, as
+/// `pg_stat_statements_reset(userid, dbid, queryid)` does: 0 matches any. Returns how many
+/// statements' entries were removed (their example executions go with them).
+#[pg_extern(volatile, name = "reset")]
+fn reset_matching(userid: pg_sys::Oid, dbid: pg_sys::Oid, queryid: i64) -> VoxperfResult<i64> {
+    require_preload()?;
+    let (userid, dbid, queryid) = (userid.to_u32(), dbid.to_u32(), queryid as u64);
+    let matches = |u: u32, d: u32, q: u64| {
+        (userid == 0 || u == userid) && (dbid == 0 || d == dbid) && (queryid == 0 || q == queryid)
+    };
+    let removed = shmem::with_table_mut(|t| t.remove_where(|k| matches(k.userid, k.dbid, k.queryid))).unwrap_or(0);
+    shmem::with_examples_mut(|e, _| e.remove_where(|x| matches(x.userid, x.dbid, x.queryid)));
+    recorder::bump_generation();
+    Ok(removed as i64)
+}
+
 /// Write the statistics to `pg_stat/voxperf.stat` now (the background worker does this every
 /// `voxperf.save_interval`); returns the number of statements saved.
 #[pg_extern(volatile)]
@@ -100,6 +117,7 @@ extension_sql!(
     r#"
 REVOKE ALL ON FUNCTION reset() FROM PUBLIC;
 REVOKE ALL ON FUNCTION reset(bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION reset(oid, oid, bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION save_stats() FROM PUBLIC;
 "#,
     name = "admin_privileges",

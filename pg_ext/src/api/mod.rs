@@ -6,6 +6,7 @@ mod advisor;
 mod privileges;
 mod quals;
 mod query_stats;
+mod review;
 mod slow_queries;
 mod watch;
 

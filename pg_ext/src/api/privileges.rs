@@ -20,6 +20,10 @@ impl Viewer {
         }
     }
 
+    pub fn userid(&self) -> u32 {
+        self.userid
+    }
+
     pub fn sees_all(&self) -> bool {
         self.sees_all
     }

@@ -1,5 +1,5 @@
 //! `voxperf.qual_stats` (predicates of sampled executions in this database) and
-//! `voxperf.example_query(queryid)` (the example execution the index advisor plans).
+//! `voxperf.example_queries(queryid)` (the example executions the index advisor plans).
 
 use super::privileges::Viewer;
 use crate::error::{VoxperfError, require_preload};
@@ -99,27 +99,49 @@ COMMENT ON VIEW qual_stats IS
     requires = [qual_stats_all],
 );
 
-/// The example execution the index advisor plans for statement `queryid` in this database:
-/// its text (literals included) and parameter values. Visible to its owner and to roles with
-/// the privileges of pg_read_all_stats.
+/// The example executions the index advisor plans for statement `queryid` in this database:
+/// each one's kind (`sampled`: an execution taken at one of the statement's sampled moments;
+/// `slowest`: the one that set its maximum execution time), its text (literals included), the
+/// values of its parameters (prepared statements), how many executions the statement's
+/// constancy record has seen, and which of this example's literal values never changed over
+/// them. Visible to the statement's owner and to roles with the privileges of
+/// pg_read_all_stats.
+#[allow(clippy::type_complexity)] // pgrx reads the row type from the signature
 #[pg_extern(volatile, parallel_safe)]
-fn example_query(queryid: i64) -> Result<Option<String>, ErrorReport> {
+fn example_queries(
+    queryid: i64,
+) -> Result<
+    TableIterator<
+        'static,
+        (
+            name!(kind, String),
+            name!(query, String),
+            name!(parameters, Vec<Option<String>>),
+            name!(captures, i32),
+            name!(unchanged_values, Vec<String>),
+        ),
+    >,
+    ErrorReport,
+> {
     require_preload()?;
     let viewer = Viewer::current();
     // SAFETY: a backend-local global.
     let dbid = unsafe { pg_sys::MyDatabaseId }.to_u32();
-    let example = shmem::with_examples(|slots| examples::lookup(slots, dbid, queryid as u64)).flatten();
-    Ok(example.filter(|e| viewer.may_see(e.userid)).map(|e| {
-        if e.params.is_empty() {
-            e.text
-        } else {
-            let values: Vec<String> = e
-                .params
-                .iter()
+    let found = shmem::with_examples(|slots| examples::lookup_all(slots, dbid, queryid as u64)).unwrap_or_default();
+    let rows: Vec<_> = found
+        .into_iter()
+        .filter(|e| viewer.may_see(e.userid))
+        .map(|e| {
+            let kind = if e.variant == examples::SLOWEST { "slowest" } else { "sampled" };
+            let unchanged: Vec<String> = examples::literal_values(&e)
+                .into_iter()
                 .enumerate()
-                .map(|(i, p)| format!("${} = {}", i + 1, p.value.as_deref().unwrap_or("NULL")))
+                .filter(|(i, _)| e.constancy.constant(*i, 1))
+                .map(|(_, v)| v)
                 .collect();
-            format!("{} -- {}", e.text, values.join(", "))
-        }
-    }))
+            let captures = i32::from(e.constancy.captures);
+            (kind.to_string(), e.text, e.params.into_iter().map(|p| p.value).collect(), captures, unchanged)
+        })
+        .collect();
+    Ok(TableIterator::new(rows))
 }

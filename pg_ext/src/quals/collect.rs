@@ -442,6 +442,16 @@ unsafe fn only_vars_of(node: *mut pg_sys::Node, scanrelid: i32) -> bool {
     c.vars > 0 && !c.foreign
 }
 
+/// An expression of exactly one table's columns (range-table entry `varno`) as SQL text, or
+/// `None` if it involves anything else.
+///
+/// # Safety
+/// `e` is a valid expression of the statement being planned or executed.
+pub unsafe fn deparse_for_relation(e: *mut pg_sys::Expr, relid: u32, varno: i32) -> Option<String> {
+    // SAFETY: see the function contract.
+    unsafe { only_vars_of(e.cast(), varno).then(|| deparse(e, relid, varno)) }
+}
+
 /// An expression of one table's columns as SQL text.
 ///
 /// # Safety

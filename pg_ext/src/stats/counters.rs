@@ -111,6 +111,16 @@ pub struct Counters {
     pub exec_histogram: Histogram,
 }
 
+/// What one sample did to its statement's counters, for the recorder's decisions about
+/// examples.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// The phase's calls, this sample included.
+    pub calls: i64,
+    /// The sample is the phase's slowest so far (and not its first).
+    pub new_max: bool,
+}
+
 impl Default for Counters {
     fn default() -> Self {
         Self::zeroed()
@@ -119,9 +129,10 @@ impl Default for Counters {
 
 impl Counters {
     /// Fold one sample in. `now` is the sample's `TimestampTz`.
-    pub fn accumulate(&mut self, s: &Sample, now: i64) {
+    pub fn accumulate(&mut self, s: &Sample, now: i64) -> Progress {
         let k = s.phase as usize;
         let t = s.duration_ms;
+        let new_max = self.calls[k] > 0 && t > self.max_time[k];
         self.calls[k] += 1;
         self.total_time[k] += t;
         if self.calls[k] == 1 {
@@ -156,6 +167,7 @@ impl Counters {
             self.first_seen = now;
         }
         self.last_seen = now;
+        Progress { calls: self.calls[k], new_max }
     }
 
     /// Population standard deviation of a phase, as pg_stat_statements reports it.

@@ -3,8 +3,24 @@
 //! text, so the planner sees real values — which a `$1` can never give it (no partial index can
 //! be proved usable for `status = $1`, and range selectivities fall back to defaults).
 //!
-//! One example per (database, statement), captured when the statement's entry is created and
-//! refreshed at sampled executions. Slots are placed by hash with a short probe; when all
+//! Up to [`VARIANTS`] examples per (database, statement), so that the advisor sees more than one
+//! set of values (a search for a rare feature and one for a common feature want different
+//! indexes):
+//!
+//! - the sampled variants (`0..SAMPLED`): the first execution, then executions picked with
+//!   probability 2/calls (about 2·ln(calls) over a statement's life: early enough for a young
+//!   statement, never on the statement path's budget, and pseudo-random so that they do not
+//!   follow a pattern of the workload), and a share of the executions sampled for predicate
+//!   statistics (which keeps them current);
+//! - [`SLOWEST`]: the execution that set the statement's maximum execution time, the values
+//!   behind its tail latency.
+//!
+//! Every capture, kept or not, also feeds the statement's [`Constancy`]: which of its literal
+//! values have never changed. Four examples cannot tell a constant of the application
+//! (`status = 'AVAILABLE'`) from a parameter that is usually the same (80% of calls ask for
+//! 'ACTIVE'); a few dozen captures over the statement's life can.
+//!
+//! Slots are placed by hash of (database, statement, variant) with a short probe; when all
 //! probed slots are taken the oldest is replaced, so a busy table keeps recent examples.
 //! Examples contain literals: only the advisor reads them, inside the server.
 
@@ -14,6 +30,56 @@ use bytemuck::{Pod, Zeroable};
 /// normalized text).
 pub const EXAMPLE_BYTES: usize = 2040;
 const PROBE: usize = 4;
+/// Examples kept per statement.
+pub const VARIANTS: u8 = 4;
+/// The sampled variants are `0..SAMPLED`.
+pub const SAMPLED: u8 = 3;
+/// The variant holding the slowest execution.
+pub const SLOWEST: u8 = 3;
+/// Literal positions whose constancy is tracked; later ones count as changing.
+pub const TRACKED_LITERALS: usize = 32;
+
+/// Which literal values of a statement have stayed the same over its captured executions.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Constancy {
+    /// Fingerprints of the literal values (text literals, then parameter values) of the first
+    /// capture, by position.
+    pub fingerprints: Vec<u32>,
+    /// Bit i: position i has changed (or the number of literals has).
+    pub changed: u32,
+    /// Captures folded in.
+    pub captures: u16,
+}
+
+impl Constancy {
+    /// Fold in one execution's literal values.
+    pub fn observe(&mut self, fingerprints: &[u32]) {
+        if self.captures == 0 {
+            self.fingerprints = fingerprints.iter().take(TRACKED_LITERALS).copied().collect();
+        } else if fingerprints.len().min(TRACKED_LITERALS) != self.fingerprints.len() {
+            self.changed = u32::MAX;
+        } else {
+            for (i, (a, b)) in self.fingerprints.iter().zip(fingerprints).enumerate() {
+                if a != b {
+                    self.changed |= 1 << i;
+                }
+            }
+        }
+        self.captures = self.captures.saturating_add(1);
+    }
+
+    /// Whether position `i` has kept its value over at least `min_captures` captures.
+    pub fn constant(&self, i: usize, min_captures: u16) -> bool {
+        self.captures >= min_captures && i < self.fingerprints.len() && self.changed & (1 << i) == 0
+    }
+}
+
+/// The literal values of an execution: its text's literals, then its parameters' values.
+pub fn literal_values(e: &Example) -> Vec<String> {
+    let mut v = super::literals::values(&e.text);
+    v.extend(e.params.iter().map(|p| p.value.clone().unwrap_or_default()));
+    v
+}
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
@@ -26,8 +92,32 @@ pub struct ExampleSlot {
     pub text_len: u32,
     pub nparams: u16,
     pub in_use: u8,
-    pub _pad: u8,
+    pub variant: u8,
+    /// The statement's [`Constancy`] as of this capture (every slot of a statement holds the
+    /// latest).
+    pub lit_fingerprints: [u32; TRACKED_LITERALS],
+    pub lit_changed: u32,
+    pub lit_count: u16,
+    pub lit_captures: u16,
     pub payload: [u8; EXAMPLE_BYTES],
+}
+
+impl ExampleSlot {
+    fn constancy(&self) -> Constancy {
+        Constancy {
+            fingerprints: self.lit_fingerprints[..usize::from(self.lit_count).min(TRACKED_LITERALS)].to_vec(),
+            changed: self.lit_changed,
+            captures: self.lit_captures,
+        }
+    }
+
+    fn set_constancy(&mut self, c: &Constancy) {
+        self.lit_fingerprints = [0; TRACKED_LITERALS];
+        self.lit_fingerprints[..c.fingerprints.len()].copy_from_slice(&c.fingerprints);
+        self.lit_count = c.fingerprints.len() as u16;
+        self.lit_changed = c.changed;
+        self.lit_captures = c.captures;
+    }
 }
 
 /// A parameter value of a prepared statement, in its type's text form.
@@ -41,6 +131,9 @@ pub struct ExampleParam {
 pub struct Example {
     pub dbid: u32,
     pub queryid: u64,
+    pub variant: u8,
+    /// The statement's constancy record (filled in by `store` and `lookup`; ignored on input).
+    pub constancy: Constancy,
     pub userid: u32,
     pub text: String,
     pub params: Vec<ExampleParam>,
@@ -88,20 +181,41 @@ fn decode(s: &ExampleSlot) -> Option<Example> {
         };
         params.push(ExampleParam { type_oid, value });
     }
-    Some(Example { dbid: s.dbid, queryid: s.queryid, userid: s.userid, text, params })
+    Some(Example {
+        dbid: s.dbid,
+        queryid: s.queryid,
+        variant: s.variant,
+        constancy: s.constancy(),
+        userid: s.userid,
+        text,
+        params,
+    })
 }
 
-/// The example of a statement, if one is kept (shared lock held by the caller).
-pub fn lookup(slots: &[ExampleSlot], dbid: u32, queryid: u64) -> Option<Example> {
+fn matches(s: &ExampleSlot, dbid: u32, queryid: u64, variant: u8) -> bool {
+    s.in_use != 0 && s.queryid == queryid && s.dbid == dbid && s.variant == variant
+}
+
+/// One example of a statement, if kept (shared lock held by the caller).
+pub fn lookup(slots: &[ExampleSlot], dbid: u32, queryid: u64, variant: u8) -> Option<Example> {
     let n = slots.len();
     if n == 0 {
         return None;
     }
-    let start = home(n, dbid, queryid);
-    (0..PROBE.min(n))
-        .map(|i| &slots[(start + i) % n])
-        .find(|s| s.in_use != 0 && s.queryid == queryid && s.dbid == dbid)
-        .and_then(decode)
+    let start = home(n, dbid, queryid, variant);
+    (0..PROBE.min(n)).map(|i| &slots[(start + i) % n]).find(|s| matches(s, dbid, queryid, variant)).and_then(decode)
+}
+
+/// Every example kept, oldest capture first (shared lock held by the caller).
+pub fn all(slots: &[ExampleSlot]) -> Vec<Example> {
+    let mut used: Vec<&ExampleSlot> = slots.iter().filter(|s| s.in_use != 0).collect();
+    used.sort_by_key(|s| s.seq);
+    used.into_iter().filter_map(decode).collect()
+}
+
+/// Every example kept for a statement, by variant (shared lock held by the caller).
+pub fn lookup_all(slots: &[ExampleSlot], dbid: u32, queryid: u64) -> Vec<Example> {
+    (0..VARIANTS).filter_map(|v| lookup(slots, dbid, queryid, v)).collect()
 }
 
 /// The example slots (exclusive lock held by the caller).
@@ -109,23 +223,75 @@ pub struct Examples<'a> {
     pub slots: &'a mut [ExampleSlot],
 }
 
-fn home(slots: usize, dbid: u32, queryid: u64) -> usize {
-    ((queryid ^ u64::from(dbid).wrapping_mul(0x9E37_79B9_7F4A_7C15)) % slots as u64) as usize
+fn home(slots: usize, dbid: u32, queryid: u64, variant: u8) -> usize {
+    let mixed = queryid ^ u64::from(dbid).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (mixed.wrapping_add(u64::from(variant).wrapping_mul(0xC2B2_AE3D_27D4_EB4F)) % slots as u64) as usize
 }
 
 impl Examples<'_> {
-    /// Keep `e` as the example of its statement. False if it is too large to keep.
-    pub fn store(&mut self, e: &Example, seq: u64) -> bool {
+    /// The statement's constancy record as its slots hold it (the most captures).
+    fn constancy_of(&self, dbid: u32, queryid: u64) -> Constancy {
+        (0..VARIANTS)
+            .filter_map(|v| self.slot_of(dbid, queryid, v))
+            .map(|i| self.slots[i].constancy())
+            .max_by_key(|c| c.captures)
+            .unwrap_or_default()
+    }
+
+    fn slot_of(&self, dbid: u32, queryid: u64, variant: u8) -> Option<usize> {
         let n = self.slots.len();
-        if n == 0 {
+        let start = home(n, dbid, queryid, variant);
+        (0..PROBE.min(n)).map(|i| (start + i) % n).find(|&i| matches(&self.slots[i], dbid, queryid, variant))
+    }
+
+    /// Fold an execution into its statement's constancy record without keeping it as an
+    /// example (when its variant's slot is to stay as it is).
+    pub fn observe(&mut self, e: &Example) {
+        if self.slots.is_empty() {
+            return;
+        }
+        let mut c = self.constancy_of(e.dbid, e.queryid);
+        let prints: Vec<u32> = literal_values(e).iter().map(|v| super::literals::fingerprint(v)).collect();
+        c.observe(&prints);
+        for v in 0..VARIANTS {
+            if let Some(i) = self.slot_of(e.dbid, e.queryid, v) {
+                self.slots[i].set_constancy(&c);
+            }
+        }
+    }
+
+    /// Keep `e` as the example of its statement (its variant), folding it into the statement's
+    /// constancy record. False if it is too large to keep (it is still folded in).
+    pub fn store(&mut self, e: &Example, seq: u64) -> bool {
+        if self.slots.is_empty() {
             return false;
         }
+        self.observe(e);
+        let constancy = self.constancy_of(e.dbid, e.queryid);
+        let constancy = if constancy.captures == 0 {
+            // No slot of the statement yet: the record starts with this execution.
+            let mut c = Constancy::default();
+            c.observe(&literal_values(e).iter().map(|v| super::literals::fingerprint(v)).collect::<Vec<_>>());
+            c
+        } else {
+            constancy
+        };
+        self.put(e, &constancy, seq)
+    }
+
+    /// Put back an example read from the statistics file, with its constancy record as saved.
+    pub fn restore(&mut self, e: &Example, seq: u64) -> bool {
+        !self.slots.is_empty() && self.put(e, &e.constancy, seq)
+    }
+
+    fn put(&mut self, e: &Example, constancy: &Constancy, seq: u64) -> bool {
+        let n = self.slots.len();
         let Some((payload, text_len)) = encode(e) else { return false };
-        let start = home(n, e.dbid, e.queryid);
+        let start = home(n, e.dbid, e.queryid, e.variant);
         let probe = (0..PROBE.min(n)).map(|i| (start + i) % n);
         let slot = probe
             .clone()
-            .find(|&i| self.slots[i].in_use != 0 && self.slots[i].queryid == e.queryid && self.slots[i].dbid == e.dbid)
+            .find(|&i| matches(&self.slots[i], e.dbid, e.queryid, e.variant))
             .or_else(|| probe.clone().find(|&i| self.slots[i].in_use == 0))
             .unwrap_or_else(|| probe.min_by_key(|&i| self.slots[i].seq).unwrap());
         let s = &mut self.slots[slot];
@@ -137,16 +303,30 @@ impl Examples<'_> {
         s.text_len = text_len;
         s.nparams = e.params.len() as u16;
         s.in_use = 1;
+        s.variant = e.variant;
+        s.set_constancy(constancy);
         s.payload[..payload.len()].copy_from_slice(&payload);
         true
     }
 
-    pub fn get(&self, dbid: u32, queryid: u64) -> Option<Example> {
-        lookup(self.slots, dbid, queryid)
+    pub fn get(&self, dbid: u32, queryid: u64, variant: u8) -> Option<Example> {
+        lookup(self.slots, dbid, queryid, variant)
     }
 
-    pub fn has(&self, dbid: u32, queryid: u64) -> bool {
-        self.get(dbid, queryid).is_some()
+    pub fn has(&self, dbid: u32, queryid: u64, variant: u8) -> bool {
+        self.get(dbid, queryid, variant).is_some()
+    }
+
+    /// Drop the examples `pred` selects (it sees each slot's user, database and statement).
+    pub fn remove_where(&mut self, mut pred: impl FnMut(&ExampleSlot) -> bool) -> usize {
+        let mut removed = 0;
+        for s in self.slots.iter_mut().filter(|s| s.in_use != 0) {
+            if pred(s) {
+                *s = ExampleSlot::zeroed();
+                removed += 1;
+            }
+        }
+        removed
     }
 
     pub fn reset(&mut self) {
@@ -159,7 +339,7 @@ mod tests {
     use super::*;
 
     fn example(queryid: u64, text: &str, params: Vec<ExampleParam>) -> Example {
-        Example { dbid: 5, queryid, userid: 10, text: text.into(), params }
+        Example { dbid: 5, queryid, variant: 0, constancy: Constancy::default(), userid: 10, text: text.into(), params }
     }
 
     #[test]
@@ -172,8 +352,10 @@ mod tests {
             vec![ExampleParam { type_oid: 23, value: Some("7".into()) }, ExampleParam { type_oid: 25, value: None }],
         );
         assert!(ex.store(&e, 1));
-        assert_eq!(ex.get(5, 42), Some(e));
-        assert_eq!(ex.get(6, 42), None, "per database");
+        let back = ex.get(5, 42, 0).unwrap();
+        assert_eq!((back.text.as_str(), &back.params), (e.text.as_str(), &e.params));
+        assert_eq!(back.constancy.captures, 1);
+        assert_eq!(ex.get(6, 42, 0), None, "per database");
     }
 
     #[test]
@@ -182,12 +364,76 @@ mod tests {
         let mut ex = Examples { slots: &mut slots };
         ex.store(&example(1, "select 1", vec![]), 1);
         ex.store(&example(1, "select 2", vec![]), 2);
-        assert_eq!(ex.get(5, 1).unwrap().text, "select 2");
+        assert_eq!(ex.get(5, 1, 0).unwrap().text, "select 2");
         for q in 2..20u64 {
             ex.store(&example(q, &format!("select {q}"), vec![]), 10 + q);
         }
-        assert!(ex.get(5, 19).is_some(), "the newest is kept");
+        assert!(ex.get(5, 19, 0).is_some(), "the newest is kept");
         assert_eq!(ex.slots.iter().filter(|s| s.in_use != 0).count(), 4);
+    }
+
+    #[test]
+    fn variants_of_a_statement_are_kept_side_by_side() {
+        let mut slots = vec![ExampleSlot::zeroed(); 64];
+        let mut ex = Examples { slots: &mut slots };
+        for v in 0..VARIANTS {
+            let mut e = example(7, &format!("select {v}"), vec![]);
+            e.variant = v;
+            assert!(ex.store(&e, u64::from(v)));
+        }
+        let mut e = example(7, "select slow", vec![]);
+        e.variant = SLOWEST;
+        ex.store(&e, 10);
+        let all = lookup_all(ex.slots, 5, 7);
+        let texts: Vec<&str> = all.iter().map(|e| e.text.as_str()).collect();
+        assert_eq!(texts, ["select 0", "select 1", "select 2", "select slow"]);
+        assert!(lookup_all(ex.slots, 5, 8).is_empty());
+    }
+
+    #[test]
+    fn constancy_tells_constants_from_values_that_change_across_all_captures() {
+        let mut slots = vec![ExampleSlot::zeroed(); 64];
+        let mut ex = Examples { slots: &mut slots };
+        // Ten captures of one statement, rotating over the sampled variants: the owner always
+        // changes, the status only once (the 5th, whose slot the 8th reuses), the limit never.
+        for i in 0..10u64 {
+            let status = if i == 4 { "SUSPENDED" } else { "ACTIVE" };
+            let mut e = example(
+                9,
+                &format!("SELECT * FROM n WHERE owner = {} AND status = '{status}' LIMIT 50", 100 + i),
+                vec![],
+            );
+            e.variant = (i % u64::from(SAMPLED)) as u8;
+            ex.store(&e, i + 1);
+        }
+        let kept = lookup_all(ex.slots, 5, 9);
+        // The kept examples alone all say 'ACTIVE' (the 'SUSPENDED' capture was overwritten)...
+        assert!(kept.iter().all(|e| e.text.contains("'ACTIVE'")), "{kept:?}");
+        // ...but the record saw it change.
+        let c = &kept[0].constancy;
+        assert_eq!(c.captures, 10);
+        assert!(!c.constant(0, 3) && !c.constant(1, 3) && c.constant(2, 3), "{c:?}");
+        assert!(!c.constant(2, 11), "too few captures to tell");
+        assert!(kept.iter().all(|e| e.constancy == *c), "every slot holds the latest record");
+    }
+
+    #[test]
+    fn parameters_are_literal_positions_too() {
+        let mut c = Constancy::default();
+        let e = |v: &str| {
+            example(
+                1,
+                "SELECT * FROM t WHERE a = $1 AND b = 'x'",
+                vec![ExampleParam { type_oid: 23, value: Some(v.into()) }],
+            )
+        };
+        for v in ["1", "2", "3"] {
+            c.observe(
+                &literal_values(&e(v)).iter().map(|s| crate::stats::literals::fingerprint(s)).collect::<Vec<_>>(),
+            );
+        }
+        assert!(c.constant(0, 3), "the text's 'x'");
+        assert!(!c.constant(1, 3), "the parameter");
     }
 
     #[test]
@@ -195,6 +441,6 @@ mod tests {
         let mut slots = vec![ExampleSlot::zeroed(); 4];
         let mut ex = Examples { slots: &mut slots };
         assert!(!ex.store(&example(1, &"x".repeat(EXAMPLE_BYTES + 1), vec![]), 1));
-        assert!(!ex.has(5, 1));
+        assert!(!ex.has(5, 1, 0));
     }
 }

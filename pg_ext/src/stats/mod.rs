@@ -6,6 +6,7 @@
 pub mod counters;
 pub mod examples;
 pub mod histogram;
+pub mod literals;
 pub mod normalize;
 pub mod persist;
 pub mod quals;

@@ -2,7 +2,9 @@
 //!
 //! Layout: a fixed header (magic, format version, PostgreSQL major version, the size of
 //! [`Counters`] as a layout check, entry count, global counters), then each entry (key,
-//! encoding, counters, text length, text), then a CRC-32 of everything before it. A file whose
+//! encoding, counters, text length, text), then (since version 3) the index advisor's example
+//! executions, then a CRC-32 of everything before it. Version 2 files (no examples) still
+//! load. A file whose
 //! checksum, version or layout does not match is rejected as a whole, so a torn or corrupt file
 //! can never load wrong numbers: the caller starts empty and logs why.
 //!
@@ -10,11 +12,14 @@
 //! crash during a save leaves the previous file intact.
 
 use super::counters::Counters;
+use super::examples::{Constancy, Example, ExampleParam, TRACKED_LITERALS};
 use super::table::EntryKey;
 
 pub const MAGIC: [u8; 8] = *b"VOXPERF\0";
 /// Bump when the meaning or layout of anything in the file changes.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
+/// The oldest version this code still reads.
+const OLDEST_VERSION: u32 = 2;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SavedGlobals {
@@ -58,7 +63,12 @@ impl std::fmt::Display for LoadError {
 
 const HEADER_LEN: usize = 8 + 4 + 4 + 4 + 4 + 8 + 8 + 8;
 
-pub fn encode(pg_major: u32, globals: SavedGlobals, entries: &[SavedEntry]) -> Vec<u8> {
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+    out.extend_from_slice(b);
+}
+
+pub fn encode(pg_major: u32, globals: SavedGlobals, entries: &[SavedEntry], examples: &[Example]) -> Vec<u8> {
     let counters_len = std::mem::size_of::<Counters>();
     let mut out = Vec::with_capacity(HEADER_LEN + entries.len() * (counters_len + 64) + 4);
     out.extend_from_slice(&MAGIC);
@@ -75,6 +85,28 @@ pub fn encode(pg_major: u32, globals: SavedGlobals, entries: &[SavedEntry]) -> V
         out.extend_from_slice(bytemuck::bytes_of(&e.counters));
         out.extend_from_slice(&(e.text.len() as u32).to_le_bytes());
         out.extend_from_slice(&e.text);
+    }
+    out.extend_from_slice(&(examples.len() as u32).to_le_bytes());
+    for x in examples {
+        out.extend_from_slice(&x.dbid.to_le_bytes());
+        out.extend_from_slice(&x.queryid.to_le_bytes());
+        out.extend_from_slice(&x.userid.to_le_bytes());
+        out.extend_from_slice(&u32::from(x.variant).to_le_bytes());
+        out.extend_from_slice(&(x.constancy.fingerprints.len() as u32).to_le_bytes());
+        for f in &x.constancy.fingerprints {
+            out.extend_from_slice(&f.to_le_bytes());
+        }
+        out.extend_from_slice(&x.constancy.changed.to_le_bytes());
+        out.extend_from_slice(&u32::from(x.constancy.captures).to_le_bytes());
+        put_bytes(&mut out, x.text.as_bytes());
+        out.extend_from_slice(&(x.params.len() as u32).to_le_bytes());
+        for p in &x.params {
+            out.extend_from_slice(&p.type_oid.to_le_bytes());
+            match &p.value {
+                None => out.extend_from_slice(&u32::MAX.to_le_bytes()),
+                Some(v) => put_bytes(&mut out, v.as_bytes()),
+            }
+        }
     }
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
@@ -99,9 +131,20 @@ impl<'a> Reader<'a> {
     fn u64(&mut self) -> Result<u64, LoadError> {
         Ok(u64::from_le_bytes(self.take(8)?.try_into().unwrap()))
     }
+    fn string(&mut self, len: usize) -> Result<String, LoadError> {
+        String::from_utf8(self.take(len)?.to_vec()).map_err(|_| LoadError::Truncated)
+    }
 }
 
-pub fn decode(bytes: &[u8], pg_major: u32) -> Result<(SavedGlobals, Vec<SavedEntry>), LoadError> {
+/// What a statistics file holds.
+#[derive(Debug)]
+pub struct Saved {
+    pub globals: SavedGlobals,
+    pub entries: Vec<SavedEntry>,
+    pub examples: Vec<Example>,
+}
+
+pub fn decode(bytes: &[u8], pg_major: u32) -> Result<Saved, LoadError> {
     if bytes.len() < HEADER_LEN + 4 {
         return Err(LoadError::TooShort);
     }
@@ -114,7 +157,7 @@ pub fn decode(bytes: &[u8], pg_major: u32) -> Result<(SavedGlobals, Vec<SavedEnt
     }
     let mut r = Reader { buf: body, at: 8 };
     let version = r.u32()?;
-    if version != FORMAT_VERSION {
+    if !(OLDEST_VERSION..=FORMAT_VERSION).contains(&version) {
         return Err(LoadError::Version { found: version });
     }
     let found_major = r.u32()?;
@@ -137,10 +180,38 @@ pub fn decode(bytes: &[u8], pg_major: u32) -> Result<(SavedGlobals, Vec<SavedEnt
         let text = r.take(len)?.to_vec();
         entries.push(SavedEntry { key, encoding, counters, text });
     }
+    let mut examples = Vec::new();
+    if version >= 3 {
+        let count = r.u32()? as usize;
+        for _ in 0..count {
+            let (dbid, queryid, userid, variant) = (r.u32()?, r.u64()?, r.u32()?, r.u32()? as u8);
+            let nprints = r.u32()? as usize;
+            let mut fingerprints = Vec::with_capacity(nprints.min(TRACKED_LITERALS));
+            for _ in 0..nprints {
+                fingerprints.push(r.u32()?);
+            }
+            fingerprints.truncate(TRACKED_LITERALS);
+            let constancy =
+                Constancy { fingerprints, changed: r.u32()?, captures: r.u32()?.min(u32::from(u16::MAX)) as u16 };
+            let len = r.u32()? as usize;
+            let text = r.string(len)?;
+            let nparams = r.u32()? as usize;
+            let mut params = Vec::with_capacity(nparams.min(1 << 16));
+            for _ in 0..nparams {
+                let type_oid = r.u32()?;
+                let value = match r.u32()? {
+                    u32::MAX => None,
+                    len => Some(r.string(len as usize)?),
+                };
+                params.push(ExampleParam { type_oid, value });
+            }
+            examples.push(Example { dbid, queryid, variant, constancy, userid, text, params });
+        }
+    }
     if r.at != body.len() {
         return Err(LoadError::Truncated);
     }
-    Ok((globals, entries))
+    Ok(Saved { globals, entries, examples })
 }
 
 #[cfg(test)]
@@ -176,9 +247,23 @@ mod tests {
     #[test]
     fn round_trip_preserves_everything() {
         let globals = SavedGlobals { dealloc: 3, evicted_entries: 70, stats_reset: 12345 };
-        let bytes = encode(15, globals, &entries());
-        let (g, back) = decode(&bytes, 15).unwrap();
-        assert_eq!(g, globals);
+        let examples = vec![Example {
+            dbid: 5,
+            queryid: 7,
+            variant: 3,
+            constancy: Constancy { fingerprints: vec![1, 2, 3], changed: 0b10, captures: 17 },
+            userid: 10,
+            text: "select $1, 'é'".into(),
+            params: vec![
+                ExampleParam { type_oid: 23, value: Some("42".into()) },
+                ExampleParam { type_oid: 25, value: None },
+            ],
+        }];
+        let bytes = encode(15, globals, &entries(), &examples);
+        let saved = decode(&bytes, 15).unwrap();
+        assert_eq!(saved.globals, globals);
+        assert_eq!(saved.examples, examples);
+        let back = saved.entries;
         assert_eq!(back.len(), 50);
         for (a, b) in entries().iter().zip(&back) {
             assert_eq!(a.key, b.key);
@@ -188,8 +273,21 @@ mod tests {
     }
 
     #[test]
+    fn a_version_2_file_without_examples_still_loads() {
+        let v3 = encode(15, SavedGlobals::default(), &entries(), &[]);
+        // Version 2: the same without the examples section (a zero count before the CRC).
+        let mut v2 = v3[..v3.len() - 8].to_vec();
+        v2[8..12].copy_from_slice(&2u32.to_le_bytes());
+        let crc = crc32fast::hash(&v2);
+        v2.extend_from_slice(&crc.to_le_bytes());
+        let saved = decode(&v2, 15).unwrap();
+        assert_eq!(saved.entries.len(), 50);
+        assert!(saved.examples.is_empty());
+    }
+
+    #[test]
     fn any_corruption_or_truncation_is_rejected() {
-        let bytes = encode(15, SavedGlobals::default(), &entries());
+        let bytes = encode(15, SavedGlobals::default(), &entries(), &[]);
         for cut in [0, 10, HEADER_LEN, bytes.len() / 2, bytes.len() - 1] {
             assert!(decode(&bytes[..cut], 15).is_err(), "truncated at {cut}");
         }

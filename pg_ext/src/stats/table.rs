@@ -17,7 +17,7 @@
 //! (see [`Counters::usage`]), not the least called ones: a rare expensive statement is exactly
 //! what a user of these statistics must not lose.
 
-use super::counters::{Counters, Sample};
+use super::counters::{Counters, Progress, Sample};
 use super::spin::SpinLock;
 use bytemuck::{Pod, Zeroable};
 use std::cell::UnsafeCell;
@@ -123,16 +123,15 @@ impl Entry {
         self.encoding
     }
 
-    /// Fold `sample` in if the entry still is `key`; false if it was evicted or reused.
+    /// Fold `sample` in if the entry still is `key`; `None` if it was evicted or reused.
     #[inline(always)]
-    pub fn update_if(&self, key: &EntryKey, sample: &Sample, now: i64) -> bool {
+    pub fn update_if(&self, key: &EntryKey, sample: &Sample, now: i64) -> Option<Progress> {
         let _held = self.lock.lock();
         if !self.is(key) {
-            return false;
+            return None;
         }
         // SAFETY: the spinlock gives us exclusive access to the counters.
-        unsafe { (*self.counters.get()).accumulate(sample, now) };
-        true
+        Some(unsafe { (*self.counters.get()).accumulate(sample, now) })
     }
 
     /// A consistent copy of the counters.
@@ -268,13 +267,13 @@ fn probe(index: &[AtomicU32], entries: &[Entry], key: &EntryKey) -> Result<usize
 impl<'a> TableRef<'a> {
     /// The statement path: fold `sample` into `key`'s entry if it exists. Needs no lock.
     #[inline(always)]
-    pub fn update_if_present(&self, key: &EntryKey, sample: &Sample, now: i64) -> bool {
+    pub fn update_if_present(&self, key: &EntryKey, sample: &Sample, now: i64) -> Option<Progress> {
         match probe(self.index, self.entries, key) {
             Ok(slot) => match self.index[slot].load(Ordering::Relaxed) {
-                0 => false,
+                0 => None,
                 n => self.entries[n as usize - 1].update_if(key, sample, now),
             },
-            Err(_) => false,
+            Err(_) => None,
         }
     }
 
@@ -549,7 +548,7 @@ mod tests {
 
     fn record(t: &mut OwnedTable, q: u64, ms: f64) {
         let text = format!("SELECT {q}");
-        if !t.view().update_if_present(&key(q), &sample(ms), 1) {
+        if t.view().update_if_present(&key(q), &sample(ms), 1).is_none() {
             let mut m = t.view_mut();
             let pos = m.find_or_insert(&key(q), text.as_bytes(), 6);
             m.update_at(pos, &sample(ms), 1);
