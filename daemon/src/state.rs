@@ -2,10 +2,10 @@
 //!
 //! `AppState` is cloned per request (axum's rule), so it is a bundle of `Arc`s and cheap handles.
 //! Building it does no I/O — the pool and Redis connect on first use — so tests can build one
-//! without services running. Background work (the invalidation listener) starts only in
-//! [`AppState::start`], which `run` calls and tests call when they need it. Invariant: at most
-//! one listener per state, and the cache is told it is coherent only by that listener; the
-//! monitor's collection loop starts with it, once.
+//! without services running. Background work (the invalidation listener, the cache's Redis sync)
+//! starts only in [`AppState::start`], which `run` calls and tests call when they need it.
+//! Invariant: at most one listener per state, and the cache is told it is coherent only by that
+//! listener; the monitor's collection loop starts with it, once.
 
 use std::sync::{Arc, Mutex};
 
@@ -125,7 +125,10 @@ impl AppState {
     pub fn start(&self, shutdown: CancellationToken) -> Vec<JoinHandle<()>> {
         let listener = self.pending_listener.lock().unwrap_or_else(|e| e.into_inner()).take();
         let Some(listener) = listener else { return Vec::new() };
-        let mut tasks = vec![tokio::spawn(listener.run(shutdown.clone()))];
+        let mut tasks = vec![
+            tokio::spawn(self.cache.clone().run_redis_sync(shutdown.clone())),
+            tokio::spawn(listener.run(shutdown.clone())),
+        ];
         tasks.extend(self.monitor.start(shutdown));
         tasks
     }

@@ -308,6 +308,15 @@ async fn openapi_documents_routes_that_all_exist() {
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
 }
 
+#[tokio::test]
+async fn openapi_documents_the_cache_key_header_of_query_answers() {
+    let doc = body_json(send(&app(), get_req("/api/openapi.json")).await).await;
+    let headers = &doc["paths"]["/api/cache/query"]["post"]["responses"]["200"]["headers"];
+    assert!(headers["X-Cache-Key"]["description"].as_str().unwrap().contains("/api/cache/entries/"), "{headers}");
+    assert_eq!(headers["X-Cache-Key"]["schema"]["type"], "string");
+    assert!(headers["X-Cache"].is_object(), "{headers}");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_request_over_the_timeout_gets_503_in_the_json_error_shape() {
     let state = state_with(&[("VOXPERF_REQUEST_TIMEOUT", "1000")]);

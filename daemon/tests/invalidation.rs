@@ -7,13 +7,21 @@ use std::sync::Arc;
 
 use axum::http::StatusCode;
 use bytes::Bytes;
-use common::{TestApp, config, database_url, pg, redis_url, require_watch_table, table, unique};
+use common::{
+    ProxyMode, RedisProxy, TestApp, body_json, config, database_url, pg, post_json, redis_url, require_watch_table,
+    table, unique,
+};
 use serde_json::json;
 use tokio::sync::Barrier;
+use tower::ServiceExt;
 
 async fn app_with_prefix(prefix: &str, extra: &[(&str, &str)]) -> TestApp {
-    let (db, redis) = (database_url(), redis_url());
-    let mut vars = vec![("DATABASE_URL", db.as_str()), ("REDIS_URL", redis.as_str()), ("REDIS_KEY_PREFIX", prefix)];
+    app_with_prefix_on(&redis_url(), prefix, extra).await
+}
+
+async fn app_with_prefix_on(redis: &str, prefix: &str, extra: &[(&str, &str)]) -> TestApp {
+    let db = database_url();
+    let mut vars = vec![("DATABASE_URL", db.as_str()), ("REDIS_URL", redis), ("REDIS_KEY_PREFIX", prefix)];
     vars.extend_from_slice(extra);
     TestApp::start(config(&vars)).await
 }
@@ -145,6 +153,53 @@ async fn a_slow_loader_cannot_leave_a_value_read_before_a_committed_write() {
     assert_eq!(other.state.cache.get("race:row1").await.unwrap(), None);
 }
 
+/// Redis hangs (a proxy holds every byte) while tables are written: each write's notification
+/// must still take effect in this daemon at once, and no answer after it may be the old rows —
+/// neither from L1 nor from the entry still in Redis. When Redis answers again, the burst has
+/// cost it at most two increments (one batch in flight, the rest coalesced into the next).
+#[tokio::test]
+async fn writes_take_effect_here_at_once_while_redis_hangs() {
+    let client = pg().await;
+    require_watch_table(&client).await;
+    let t = table(&client, "hang").await;
+    let proxy = RedisProxy::start(&redis_url()).await;
+    let prefix = format!("{}:", unique("hang"));
+    // Commands wait up to a minute for Redis: far longer than any wait below.
+    let app = app_with_prefix_on(&proxy.url(), &prefix, &[("REDIS_COMMAND_TIMEOUT", "60000")]).await;
+    let sql = format!("SELECT v FROM {t} WHERE id = $1");
+    assert_eq!(app.query(&sql, json!([1])).await.1["cache"], "MISS");
+    assert_eq!(app.query(&sql, json!([1])).await.1["cache"], "HIT");
+    let mut redis = redis::Client::open(redis_url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let tag = format!("table:{}", canonical(&t));
+    let gen_key = format!("{prefix}gen");
+    let before: Option<u64> = redis::cmd("HGET").arg(&gen_key).arg(&tag).query_async(&mut redis).await.unwrap();
+
+    proxy.set_mode(ProxyMode::Stall);
+    let g = app.generation(&canonical(&t));
+    for i in 0..3 {
+        client.execute(&format!("UPDATE {t} SET v = 'w{i}' WHERE id = 1"), &[]).await.unwrap();
+    }
+    app.invalidated(&canonical(&t), g + 2).await; // all three
+    // Asked after the daemon took the writes in, while Redis still hangs.
+    let answer = {
+        let (router, body) = (app.router.clone(), json!({ "sql": sql, "params": [1] }));
+        tokio::spawn(
+            async move { body_json(router.oneshot(post_json("/api/cache/query", &body)).await.unwrap()).await },
+        )
+    };
+    proxy.set_mode(ProxyMode::Forward);
+    let answer = answer.await.unwrap();
+    assert_eq!((&answer["rows"], &answer["cache"]), (&json!([{"v": "w2"}]), &json!("MISS")), "{answer}");
+
+    app.state.cache.sync_redis().await;
+    let after: Option<u64> = redis::cmd("HGET").arg(&gen_key).arg(&tag).query_async(&mut redis).await.unwrap();
+    let increments = after.unwrap_or(0) - before.unwrap_or(0);
+    assert!((1..=2).contains(&increments), "3 writes cost Redis {increments} increments");
+    // Caching resumes (the entry stored while Redis hung may be behind the last increment).
+    assert_eq!(app.query(&sql, json!([1])).await.1["rows"], json!([{"v": "w2"}]));
+    assert_eq!(app.query(&sql, json!([1])).await.1, json!({"rows": [{"v": "w2"}], "cache": "HIT", "age_ms": 0}));
+}
+
 #[tokio::test]
 async fn killing_the_listen_backend_never_leaves_stale_results_served() {
     let client = pg().await;
@@ -189,6 +244,35 @@ async fn two_daemons_on_one_redis_are_both_invalidated_by_one_write() {
         let (_, answer) = daemon.query(&sql, json!([])).await;
         assert_eq!(answer["rows"], json!([{"v": "both"}, {"v": "both"}]));
     }
+}
+
+/// The benchmark reads a query's entry directly (`GET /api/cache/entries/{key}`): the answer
+/// names the key it was looked up and stored under.
+#[tokio::test]
+async fn a_query_answer_names_its_cache_key() {
+    let client = pg().await;
+    require_watch_table(&client).await;
+    let t = table(&client, "keyed").await;
+    let app = app().await;
+    let ask = |sql: String, params: serde_json::Value| {
+        let request = post_json("/api/cache/query", &json!({ "sql": sql, "params": params }));
+        let router = app.router.clone();
+        async move {
+            let response = router.oneshot(request).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            let key = response.headers()["x-cache-key"].to_str().unwrap().to_owned();
+            (key, body_json(response).await)
+        }
+    };
+    let (key, miss) = ask(format!("SELECT v FROM {t} WHERE id = $1"), json!([1])).await;
+    assert!(key.starts_with("query:"), "{key}");
+    let entry = app.send(common::get(&format!("/api/cache/entries/{key}"))).await;
+    assert_eq!(entry.status(), StatusCode::OK);
+    assert_eq!(body_json(entry).await, miss["rows"], "the entry under that key is the answer");
+    let (same, hit) = ask(format!("select v\n  from {t}\n where id = $1 -- again"), json!([1])).await;
+    assert_eq!((same.as_str(), &hit["cache"]), (key.as_str(), &json!("HIT")), "layout does not change the key");
+    let (other, _) = ask(format!("SELECT v FROM {t} WHERE id = $1"), json!([2])).await;
+    assert_ne!(other, key);
 }
 
 #[tokio::test]

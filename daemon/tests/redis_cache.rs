@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{OwnRedis, config, redis_url, unique};
-use voxperfd::cache::{Cache, CacheSettings, L2, MARKER_ZSTD, Source};
+use common::{OwnRedis, ProxyMode, RedisProxy, config, redis_url, unique};
+use voxperfd::cache::{Cache, CacheSettings, InvalidationMessage, L2, MARKER_ZSTD, Source};
 use voxperfd::clock::ManualClock;
 use voxperfd::resilience::Breaker;
 
@@ -168,4 +168,67 @@ async fn generations_lost_by_redis_are_pushed_back_before_entries_are_trusted() 
     assert_eq!(b.cache.get("k").await.unwrap().unwrap().source, Source::L2);
     b.cache.invalidate_tags(&tags(&["user"])).await.unwrap();
     assert_eq!(b.cache.generation("user"), 4, "counting resumes above the old values");
+}
+
+/// One daemon is cut off from Redis when a write to what an L2 entry was computed from is
+/// announced; it applies the invalidation locally. When Redis is reachable again, that entry —
+/// stored by another daemon before the write, with a generation this daemon had not seen yet —
+/// must not be served: the local invalidation has to outrank everything Redis held before it.
+#[tokio::test]
+async fn an_invalidation_applied_while_redis_was_unreachable_outranks_older_l2_entries() {
+    let url = redis_url();
+    let prefix = format!("{}:", unique("cutoff"));
+    let proxy = RedisProxy::start(&url).await;
+    let a = instance(&proxy.url(), &prefix);
+    let b = instance(&url, &prefix);
+    a.cache.invalidate_tags(&tags(&["user"])).await.unwrap();
+    b.cache.invalidate_tags(&tags(&["user"])).await.unwrap(); // Redis is now ahead of a's view
+    b.cache.set("profile", Bytes::from("old"), None, &tags(&["user"])).await.unwrap();
+
+    proxy.set_mode(ProxyMode::Refuse);
+    a.cache.apply(&InvalidationMessage::Tag { origin: "elsewhere".into(), tag: "user".into() }).await;
+    proxy.set_mode(ProxyMode::Forward);
+    let mut reconnected = false;
+    for _ in 0..5 {
+        if matches!(a.cache.ping_l2().await, Some(Ok(()))) {
+            reconnected = true;
+            break;
+        }
+    }
+    assert!(reconnected, "a reaches Redis again");
+    assert_eq!(a.cache.get("profile").await.unwrap(), None, "computed before an invalidation a applied");
+    a.cache.set("profile", Bytes::from("new"), None, &tags(&["user"])).await.unwrap();
+    assert_eq!(a.cache.get("profile").await.unwrap().unwrap().value, "new");
+    let fresh = instance(&url, &prefix);
+    assert_eq!(fresh.cache.get("profile").await.unwrap().unwrap().value, "new", "a's entry is current in Redis");
+}
+
+/// The same for a key: deleted by another daemon while this one could not reach Redis. The
+/// entry Redis still holds must not be served here once Redis answers again, and the delete is
+/// done in Redis as soon as it can be.
+#[tokio::test]
+async fn a_key_deleted_while_redis_was_unreachable_is_not_served_from_it_afterwards() {
+    let url = redis_url();
+    let prefix = format!("{}:", unique("cutkey"));
+    let proxy = RedisProxy::start(&url).await;
+    let a = instance(&proxy.url(), &prefix);
+    let b = instance(&url, &prefix);
+    b.cache.set("profile", Bytes::from("old"), None, &[]).await.unwrap();
+
+    proxy.set_mode(ProxyMode::Refuse);
+    a.cache.apply(&InvalidationMessage::Key { origin: "elsewhere".into(), key: "profile".into() }).await;
+    proxy.set_mode(ProxyMode::Forward);
+    let mut reconnected = false;
+    for _ in 0..5 {
+        if matches!(a.cache.ping_l2().await, Some(Ok(()))) {
+            reconnected = true;
+            break;
+        }
+    }
+    assert!(reconnected, "a reaches Redis again");
+    assert_eq!(a.cache.get("profile").await.unwrap(), None, "deleted before Redis could be told");
+    assert!(a.cache.sync_redis().await, "the delete is retried");
+    let exists: i64 =
+        redis::cmd("EXISTS").arg(format!("{prefix}e:profile")).query_async(&mut raw(&url).await).await.unwrap();
+    assert_eq!(exists, 0);
 }

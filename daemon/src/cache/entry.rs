@@ -132,7 +132,8 @@ impl Entry {
             }
             other => return Err(DecodeError::Marker(other)),
         };
-        Ok(Entry { created_ms, expires_ms, vector: GenerationVector { epoch, tags }, value })
+        // `applied` is local to the process that took the vector: unknown here.
+        Ok(Entry { created_ms, expires_ms, vector: GenerationVector { epoch, tags, applied: 0 }, value })
     }
 
     /// The format marker of an encoded entry (for tests and diagnostics).
@@ -157,6 +158,7 @@ mod tests {
             vector: GenerationVector {
                 epoch: 7,
                 tags: vec![("table:public.\"VirtualNumber\"".into(), 42), ("user".into(), 1)],
+                applied: 0,
             },
             value: value.into(),
         }

@@ -10,6 +10,12 @@
 //! disconnected at once, so entries computed from tables stop being served until the next
 //! session's bump. Reconnects back off exponentially with jitter.
 //!
+//! Notifications are applied in batches, and never wait for Redis: whatever the connection has
+//! delivered when the loop looks is drained and handed to [`Cache::receive`] at once, which
+//! takes effect in this process before returning; the cache tells Redis in the background, in
+//! one round trip per batch. (Awaiting Redis here would hold every write queued behind one slow
+//! round trip, and a request meanwhile would be served what the writes changed.)
+//!
 //! The connection is never in a transaction (a listener inside one holds back the server's
 //! notification queue for everyone) and carries no other traffic.
 
@@ -34,6 +40,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(10);
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
 /// How long a heartbeat or the connection set-up may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most notifications applied as one batch: under a flood of writes the loop still gets back to
+/// its heartbeat and shutdown between batches (applying one costs microseconds).
+const MAX_BATCH: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -182,8 +191,9 @@ impl InvalidationListener {
 
         client.batch_execute(&format!("LISTEN {}", quote_ident(&self.channel))).await?;
         let pid: i32 = client.query_one("SELECT pg_backend_pid()", &[]).await?.get(0);
-        // Only now: whatever was committed while nobody listened becomes a miss.
-        self.cache.bump_epoch().await;
+        // Only now: whatever was committed while nobody listened becomes a miss (here at once;
+        // Redis learns the new epoch from the cache's background sync).
+        self.cache.start_epoch();
         self.cache.set_feed_connected(true);
         *sessions += 1;
         let reconnect = *sessions > 1;
@@ -199,11 +209,29 @@ impl InvalidationListener {
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),
-                message = rx.recv() => match message {
-                    Some(Ok(n)) => self.handle_notification(n.channel(), n.payload()).await,
-                    Some(Err(e)) => return Err(e.into()),
-                    None => return Err(Error::Closed),
-                },
+                message = rx.recv() => {
+                    // Take whatever else is already queued too: one batch, one Redis round trip.
+                    let mut batch = Vec::new();
+                    let mut next = message;
+                    let ended = loop {
+                        match next {
+                            Some(Ok(n)) => batch.push(n),
+                            Some(Err(e)) => break Some(Error::from(e)),
+                            None => break Some(Error::Closed),
+                        }
+                        if batch.len() == MAX_BATCH {
+                            break None;
+                        }
+                        match rx.try_recv() {
+                            Ok(more) => next = Some(more),
+                            Err(_) => break None,
+                        }
+                    };
+                    self.handle_notifications(&batch);
+                    if let Some(e) = ended {
+                        return Err(e);
+                    }
+                }
                 _ = heartbeat.tick() => {
                     tokio::time::timeout(PROBE_TIMEOUT, client.simple_query("SELECT 1"))
                         .await
@@ -213,19 +241,27 @@ impl InvalidationListener {
         }
     }
 
-    async fn handle_notification(&self, channel: &str, payload: &str) {
-        if channel != self.channel {
+    /// Applies a batch of notifications to the cache (no network I/O), then reports them.
+    fn handle_notifications(&self, batch: &[tokio_postgres::Notification]) {
+        let messages: Vec<InvalidationMessage> = batch
+            .iter()
+            .filter(|n| n.channel() == self.channel)
+            .filter_map(|n| {
+                let message = InvalidationMessage::parse(n.payload());
+                if message.is_none() {
+                    tracing::warn!(payload = n.payload(), "ignoring malformed invalidation payload");
+                }
+                message
+            })
+            .collect();
+        if messages.is_empty() {
             return;
         }
-        let Some(message) = InvalidationMessage::parse(payload) else {
-            tracing::warn!(payload, "ignoring malformed invalidation payload");
-            return;
-        };
-        tracing::debug!(?message, "invalidation");
-        self.cache.apply(&message).await;
+        tracing::debug!(?messages, "invalidations");
+        self.cache.receive(&messages);
         let now = self.cache.clock().unix_ms();
         self.handle.update(|s| {
-            s.notifications += 1;
+            s.notifications += messages.len() as u64;
             s.last_notification_at_ms = Some(now);
         });
     }

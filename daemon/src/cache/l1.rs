@@ -84,10 +84,12 @@ impl L1 {
         let _ = self.cache.invalidate_entries_if(move |key, _| glob_match(&pattern, key));
     }
 
-    /// Drops the entries carrying `tag` (memory only: generations already make them misses).
-    pub fn remove_tagged(&self, tag: &str) {
-        let tag = tag.to_owned();
-        let _ = self.cache.invalidate_entries_if(move |_, entry| entry.vector.tags.iter().any(|(t, _)| *t == tag));
+    /// Drops the entries carrying any of `tags` (memory only: the generations already make them
+    /// misses). One predicate for a whole batch of invalidations.
+    pub fn remove_tagged(&self, tags: &[String]) {
+        let tags = tags.to_vec();
+        let _ =
+            self.cache.invalidate_entries_if(move |_, entry| entry.vector.tags.iter().any(|(t, _)| tags.contains(t)));
     }
 
     pub fn clear(&self) {
@@ -139,12 +141,12 @@ mod tests {
         l1.insert("user:1", entry(&clock, 1));
         l1.insert("user:2", entry(&clock, 1));
         let tagged = Arc::new(Entry {
-            vector: GenerationVector { epoch: 0, tags: vec![("reports".into(), 1)] },
+            vector: GenerationVector { epoch: 0, tags: vec![("reports".into(), 1)], applied: 0 },
             ..(*entry(&clock, 1)).clone()
         });
         l1.insert("report:9", tagged);
         l1.remove_matching("user:*");
-        l1.remove_tagged("reports");
+        l1.remove_tagged(&["reports".to_owned()]);
         l1.size();
         assert!(l1.get("user:1").is_none() && l1.get("user:2").is_none());
         assert!(l1.get("report:9").is_none());

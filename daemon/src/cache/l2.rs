@@ -4,7 +4,8 @@
 //! epoch live in one hash, `<prefix>gen`, so a snapshot is one `HMGET` that is atomic even on a
 //! cluster (one key, one slot). Every call goes through the Redis circuit breaker and a timeout:
 //! while Redis is down, calls fail at once and the facade carries on with L1 alone. Invariant:
-//! generation values in the hash only grow — every write to it is `HINCRBY` or a max-merge.
+//! generation values in the hash only grow — every write to it is a bump above the current value
+//! or a max-merge.
 
 use std::time::Duration;
 
@@ -21,16 +22,27 @@ use crate::resilience::{Breaker, CallError};
 
 /// Hash field holding the epoch. Tags may not start with `#`, so no tag can collide with it.
 pub const EPOCH_FIELD: &str = "#epoch";
+/// Tags per bump script call: Redis runs a script atomically and blocks meanwhile; 500 fields
+/// take well under a millisecond.
+const BUMP_CHUNK: usize = 500;
 /// Keys asked per `SCAN` step: Redis' own guidance for a few hundred keys per round trip.
 const SCAN_COUNT: usize = 500;
 
-/// `new = max(current, floor) + 1`: the epoch a reconnected listener adopts as its floor.
-const BUMP_EPOCH: &str = r"
-local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
-local floor = tonumber(ARGV[2])
-local new = math.max(cur, floor) + 1
-redis.call('HSET', KEYS[1], ARGV[1], new)
-return new";
+/// Bumps fields of the generations hash, each to `max(current, given) + 1` (so above both what
+/// Redis holds and what the caller last confirmed, even if Redis lost data), and returns the new
+/// values: ARGV = epoch field, the epoch floor to bump from or `''` to leave the epoch alone,
+/// then tag/confirmed pairs. The first value is the epoch's (-1 if untouched), then the tags'.
+const BUMP: &str = r"
+local function bump(field, given)
+  local cur = tonumber(redis.call('HGET', KEYS[1], field) or '0')
+  local new = math.max(cur, given) + 1
+  redis.call('HSET', KEYS[1], field, new)
+  return new
+end
+local out = {-1}
+if ARGV[2] ~= '' then out[1] = bump(ARGV[1], tonumber(ARGV[2])) end
+for i = 3, #ARGV, 2 do out[#out + 1] = bump(ARGV[i], tonumber(ARGV[i + 1])) end
+return out";
 
 /// Raises every given field to at least the given value (creating it if missing: the epoch field
 /// must exist for snapshots to be trusted) and returns the resulting tag values:
@@ -60,6 +72,8 @@ pub enum L2Error {
     Timeout(Duration),
     #[error("unexpected redis reply: {0}")]
     Reply(#[from] redis::ParsingError),
+    #[error("unexpected redis reply: {0}")]
+    Malformed(String),
 }
 
 impl From<CallError<L2Error>> for L2Error {
@@ -118,7 +132,7 @@ pub struct L2 {
     gen_key: String,
     timeout: Duration,
     breaker: Breaker,
-    bump_epoch: Script,
+    bump: Script,
     push_max: Script,
 }
 
@@ -158,7 +172,7 @@ impl L2 {
             gen_key: format!("{}gen", config.key_prefix),
             timeout: config.command_timeout,
             breaker,
-            bump_epoch: Script::new(BUMP_EPOCH),
+            bump: Script::new(BUMP),
             push_max: Script::new(PUSH_MAX),
         })
     }
@@ -230,17 +244,44 @@ impl L2 {
         Ok((epoch, values.map(|v| v.unwrap_or(0)).collect()))
     }
 
-    /// INCR of one tag's generation; returns the new value.
-    pub async fn bump_tag(&self, tag: &str) -> Result<u64, L2Error> {
-        self.query(redis::cmd("HINCRBY").arg(&self.gen_key).arg(tag).arg(1).clone()).await
-    }
-
-    /// Raises the shared epoch above both its current value and `floor`; returns it.
-    pub async fn bump_epoch(&self, floor: u64) -> Result<u64, L2Error> {
-        let script = self.bump_epoch.clone();
-        let key = self.gen_key.clone();
-        self.guarded(|mut c| async move { script.key(key).arg(EPOCH_FIELD).arg(floor).invoke_async(&mut c).await })
-            .await
+    /// Bumps the epoch (from `epoch_floor`, when given) and each tag (from its confirmed
+    /// generation) in one script call per [`BUMP_CHUNK`] tags; returns the new epoch and the tags'
+    /// new values in order. Every value returned is above anything Redis held before the call.
+    pub async fn bump(
+        &self,
+        epoch_floor: Option<u64>,
+        tags: &[(&str, u64)],
+    ) -> Result<(Option<u64>, Vec<u64>), L2Error> {
+        let mut epoch = None;
+        let mut values = Vec::with_capacity(tags.len());
+        let chunks = tags.chunks(BUMP_CHUNK).map(Some).chain(tags.is_empty().then_some(None));
+        for (i, chunk) in chunks.enumerate() {
+            let script = self.bump.clone();
+            let key = self.gen_key.clone();
+            let floor = if i == 0 { epoch_floor.map(|f| f.to_string()).unwrap_or_default() } else { String::new() };
+            let chunk = chunk.unwrap_or(&[]);
+            let reply: Vec<i64> = self
+                .guarded(|mut c| async move {
+                    let mut inv = script.key(key);
+                    inv.arg(EPOCH_FIELD).arg(floor);
+                    for (tag, confirmed) in chunk {
+                        inv.arg(*tag).arg(*confirmed);
+                    }
+                    inv.invoke_async(&mut c).await
+                })
+                .await?;
+            // A reply of another shape must not be taken for a confirmation.
+            let malformed = || L2Error::Malformed(format!("bump answered {reply:?}"));
+            let (first, rest) = reply.split_first().ok_or_else(malformed)?;
+            if rest.len() != chunk.len() || rest.iter().any(|v| *v < 1) {
+                return Err(malformed());
+            }
+            if i == 0 {
+                epoch = u64::try_from(*first).ok();
+            }
+            values.extend(rest.iter().map(|v| v.unsigned_abs()));
+        }
+        Ok((epoch, values))
     }
 
     /// Raises Redis' epoch and tag generations to at least this process' values; returns Redis'

@@ -77,6 +77,8 @@ impl Cache {
         }
         let l2 = s.l2.as_ref()?;
         let started = Instant::now();
+        // Key invalidations from here on are checked before the entry goes into L1.
+        let seq = s.keys.position();
         let bytes = match l2.get(key).await {
             Ok(Some(bytes)) => bytes,
             Ok(None) => {
@@ -123,9 +125,18 @@ impl Cache {
             s.metrics.lookup(Level::L2, Outcome::Stale, started.elapsed());
             return None;
         }
-        s.metrics.lookup(Level::L2, Outcome::Hit, started.elapsed());
         let entry = Arc::new(entry);
-        s.l1.insert(key, entry.clone());
+        {
+            // A key invalidation that came in while we read Redis, or whose Redis delete has not
+            // been done yet, means this entry may be one it removed: not served, not kept.
+            let _guard = s.store_lock.lock().unwrap_or_else(|e| e.into_inner());
+            if s.keys.invalidated_since(seq, key) || s.keys.awaits_delete(key) {
+                s.metrics.lookup(Level::L2, Outcome::Stale, started.elapsed());
+                return None;
+            }
+            s.l1.insert(key, entry.clone());
+        }
+        s.metrics.lookup(Level::L2, Outcome::Hit, started.elapsed());
         Some(cached(&entry, Source::L2))
     }
 
@@ -149,7 +160,7 @@ impl Cache {
             return s.gens.local_snapshot(tags);
         };
         if s.gens.needs_resync() {
-            self.resync().await;
+            self.sync_redis().await;
         }
         for _attempt in 0..2 {
             match l2.generations(tags).await {
@@ -157,7 +168,7 @@ impl Cache {
                 Ok((None, _)) => {
                     // The hash is missing: first use, or Redis lost its data. Push ours first.
                     s.gens.request_resync();
-                    self.resync().await;
+                    self.sync_redis().await;
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "generations unavailable; using the local mirror");

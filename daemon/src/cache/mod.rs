@@ -7,17 +7,20 @@
 //! The invariant that matters (DESIGN.md, "Cache and invalidation"): a value is never served
 //! after an invalidation of any of its tags has been processed here, and a loader that raced an
 //! invalidation never leaves its older value behind. How it holds:
+//! - an invalidation takes effect here before any network I/O ([`tags`]): it marks its tags in
+//!   the generations and drops them from L1 at once, and only then is Redis told ([`sync`]), so a
+//!   slow or unreachable Redis delays nothing a request here can see;
 //! - a miss reads the tag generations *before* the loader runs ([`Cache::get_or_load`]) and
 //!   stores the entry with that vector; every hit, in L1 or L2, is checked against the
-//!   generations ([`generations`]) — an L2 hit against Redis' own counters too — so an entry
-//!   whose loader started before an invalidation is a miss however it got stored;
+//!   generations and the marks ([`generations`]) — an L2 hit against Redis' own counters too — so
+//!   an entry whose loader started before an invalidation is a miss however it got stored;
 //! - key and pattern invalidations are logged ([`pattern::KeyInvalidations`]) and checked before
-//!   and after a store;
+//!   and after a store, and an L2 hit is refused while a matching delete waits for Redis;
 //! - entries computed from tables (tags `table:…`) are served only while the LISTEN connection is
 //!   up: while it is down nothing tells us of writes ([`invalidation`]), and after it reconnects
 //!   the epoch is bumped so everything cached before is a miss;
-//! - Redis unreachable: its breaker opens, the cache runs on L1 and the loaders alone, and local
-//!   invalidations are pushed to Redis when it comes back (`resync`).
+//! - Redis unreachable: its breaker opens, the cache runs on L1 and the loaders alone, and what
+//!   was invalidated meanwhile is pushed to Redis when it comes back ([`Cache::sync_redis`]).
 
 mod entry;
 mod flight;
@@ -29,6 +32,7 @@ mod load;
 pub mod message;
 pub mod metrics;
 pub mod pattern;
+mod sync;
 mod tags;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -150,7 +154,10 @@ struct Shared {
     feed_connected: AtomicBool,
     /// Serialises "check the key log, then insert into L1" against "log, then drop from L1".
     store_lock: Mutex<()>,
-    resync_lock: tokio::sync::Mutex<()>,
+    /// One Redis sync at a time: a bump's reply must be matched with the marks it was sent for.
+    sync_lock: tokio::sync::Mutex<()>,
+    /// Wakes the background sync ([`Cache::run_redis_sync`]) when something waits for Redis.
+    sync_wanted: tokio::sync::Notify,
     broadcast: OnceLock<Arc<dyn Broadcast>>,
     /// Identifies this process in broadcast payloads, to ignore its own echoes.
     instance: String,
@@ -208,7 +215,8 @@ impl Cache {
                 metrics,
                 clock,
                 store_lock: Mutex::new(()),
-                resync_lock: tokio::sync::Mutex::new(()),
+                sync_lock: tokio::sync::Mutex::new(()),
+                sync_wanted: tokio::sync::Notify::new(),
                 broadcast: OnceLock::new(),
                 instance,
             }),
@@ -304,7 +312,8 @@ impl Cache {
         }
     }
 
-    /// This process' current generation of `tag` (0 if it never saw it invalidated).
+    /// This process' current generation of `tag` (0 if it never saw it invalidated). It rises as
+    /// soon as an invalidation of the tag takes effect here, before Redis has heard of it.
     pub fn generation(&self, tag: &str) -> u64 {
         self.shared.gens.generation(tag)
     }

@@ -4,6 +4,9 @@
 //! one must find out by other means that its key was invalidated while it ran. The log keeps the
 //! last [`LOG_CAPACITY`] key invalidations with a sequence number; a loader notes the sequence
 //! before it starts and, before storing, asks whether a later invalidation matched its key.
+//! A key invalidation takes effect here before Redis has deleted anything, so the log also keeps
+//! the invalidations whose Redis delete is still to be done: until it is, an entry read from Redis
+//! under a matching key is not served ([`KeyInvalidations::awaits_delete`]).
 //! Invariant: when the log has dropped entries the loader needed, the answer is "invalidated"
 //! (a needless miss, never a stale value).
 
@@ -13,6 +16,10 @@ use std::sync::Mutex;
 /// Recent key invalidations kept for in-flight loaders. A loader running longer than it takes to
 /// see this many deletes/pattern invalidations simply does not store its result.
 const LOG_CAPACITY: usize = 1024;
+/// Key invalidations that may wait for their Redis delete (Redis unreachable). Beyond this the
+/// caller stops tracking them one by one and bumps the epoch instead, which makes every entry
+/// Redis holds a miss here.
+const AWAITED_CAPACITY: usize = 1024;
 
 /// Whether `key` matches a Redis glob `pattern` (`*`, `?`, `[abc]`, `[^a-z]`, `\` escapes), with
 /// the same rules as Redis' `stringmatchlen`, so L1 and `SCAN MATCH` remove the same keys.
@@ -113,6 +120,8 @@ struct Log {
     /// Sequence number of the newest record (0: none yet).
     last: u64,
     records: VecDeque<(u64, KeyMatcher)>,
+    /// Invalidations whose Redis delete is still to be done.
+    awaited: Vec<(u64, KeyMatcher)>,
 }
 
 /// The recent key invalidations.
@@ -127,7 +136,8 @@ impl KeyInvalidations {
         self.log.lock().unwrap_or_else(|e| e.into_inner()).last
     }
 
-    pub fn record(&self, matcher: KeyMatcher) {
+    /// Logs an invalidation; returns its sequence number.
+    pub fn record(&self, matcher: KeyMatcher) -> u64 {
         let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
         log.last += 1;
         let seq = log.last;
@@ -135,6 +145,35 @@ impl KeyInvalidations {
             log.records.pop_front();
         }
         log.records.push_back((seq, matcher));
+        seq
+    }
+
+    /// Notes that Redis may still hold entries invalidation `seq` removed. Returns false when
+    /// too many deletes wait already: they are all forgotten, and the caller must make Redis'
+    /// entries misses by other means (an epoch bump).
+    pub fn await_delete(&self, seq: u64, matcher: KeyMatcher) -> bool {
+        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        if log.awaited.len() >= AWAITED_CAPACITY {
+            log.awaited.clear();
+            return false;
+        }
+        log.awaited.push((seq, matcher));
+        true
+    }
+
+    /// The deletes still to be done in Redis, oldest first.
+    pub fn awaited(&self) -> Vec<(u64, KeyMatcher)> {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).awaited.clone()
+    }
+
+    /// Redis has done the delete of invalidation `seq`.
+    pub fn deleted(&self, seq: u64) {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).awaited.retain(|(s, _)| *s != seq);
+    }
+
+    /// Whether an entry Redis holds under `key` may be one an invalidation removed.
+    pub fn awaits_delete(&self, key: &str) -> bool {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).awaited.iter().any(|(_, m)| m.matches(key))
     }
 
     /// Whether `key` was invalidated after position `since`.
@@ -188,6 +227,21 @@ mod tests {
         log.record(KeyMatcher::Pattern("user:*".into()));
         assert!(log.invalidated_since(pos, "user:1"));
         assert!(!log.invalidated_since(pos, "a"));
+    }
+
+    #[test]
+    fn a_key_is_awaited_until_redis_has_deleted_it_and_too_many_waits_give_up() {
+        let log = KeyInvalidations::default();
+        let seq = log.record(KeyMatcher::Pattern("user:*".into()));
+        assert!(log.await_delete(seq, KeyMatcher::Pattern("user:*".into())));
+        assert!(log.awaits_delete("user:1") && !log.awaits_delete("country:1"));
+        log.deleted(seq);
+        assert!(!log.awaits_delete("user:1"));
+        for i in 0..AWAITED_CAPACITY as u64 {
+            assert!(log.await_delete(i, KeyMatcher::Exact(format!("k{i}"))));
+        }
+        assert!(!log.await_delete(0, KeyMatcher::Exact("one-too-many".into())));
+        assert!(log.awaited().is_empty());
     }
 
     #[test]

@@ -2,21 +2,24 @@
 //! process' own calls (which are then broadcast to the other daemons) and for messages that
 //! arrive from the invalidation listener.
 //!
-//! Invariant: a local invalidation takes effect here before the call returns, whether or not
-//! Redis or the broadcast work; what could not reach Redis is pushed to it by `resync` later.
+//! Invariant: an invalidation takes effect here — marks in the generations, the key log, L1 —
+//! before any network I/O, so no request that starts after it can be answered with what it
+//! removed, whether Redis is fast, slow or unreachable. Redis is told afterwards ([`super::sync`]):
+//! inline for this process' own calls, in the background for received messages; the broadcast
+//! comes last.
 
 use super::message::{InvalidationMessage, table_tag};
 use super::metrics::InvalidationKind;
 use super::pattern::KeyMatcher;
+use super::sync::delete_in_redis;
 use super::{Cache, Error, MAX_KEY_BYTES, validate_key, validate_tags};
 
 impl Cache {
     /// Invalidates every entry carrying any of `tags`, here, in Redis and in the other daemons.
     pub async fn invalidate_tags(&self, tags: &[String]) -> Result<(), Error> {
         let tags = validate_tags(tags)?;
-        for tag in &tags {
-            self.bump_tag(tag).await;
-        }
+        self.invalidate_here(&tags, Vec::new());
+        self.sync_redis().await;
         let origin = self.instance().to_owned();
         self.broadcast(tags.into_iter().map(|tag| InvalidationMessage::Tag { origin: origin.clone(), tag }).collect())
             .await;
@@ -28,9 +31,8 @@ impl Cache {
     pub async fn invalidate_tables(&self, canonical_names: &[String]) -> Result<(), Error> {
         let tags: Vec<String> = canonical_names.iter().map(|n| table_tag(n)).collect();
         validate_tags(&tags)?;
-        for tag in &tags {
-            self.bump_tag(tag).await;
-        }
+        self.invalidate_here(&tags, Vec::new());
+        self.sync_redis().await;
         self.broadcast(canonical_names.iter().map(|n| InvalidationMessage::Table(n.clone())).collect()).await;
         Ok(())
     }
@@ -56,89 +58,109 @@ impl Cache {
         Ok(deleted)
     }
 
-    /// Applies a message from the invalidation channel (the listener calls this).
-    pub async fn apply(&self, message: &InvalidationMessage) {
-        if message.origin() == Some(self.instance()) {
-            return; // our own broadcast, already applied
-        }
-        match message {
-            InvalidationMessage::Table(name) => self.bump_tag(&table_tag(name)).await,
-            InvalidationMessage::Tag { tag, .. } => self.bump_tag(tag).await,
-            InvalidationMessage::Key { key, .. } => {
-                self.forget(KeyMatcher::Exact(key.clone())).await;
+    /// Applies messages from the invalidation channel here, at once and without network I/O, as
+    /// one batch; Redis is told by the background sync ([`Cache::run_redis_sync`]), in one round
+    /// trip for however many messages arrived meanwhile. The listener calls this with every
+    /// notification it drained from its connection.
+    pub fn receive(&self, messages: &[InvalidationMessage]) {
+        let mut tags = Vec::new();
+        let mut keys = Vec::new();
+        for message in messages {
+            if message.origin() == Some(self.instance()) {
+                continue; // our own broadcast, already applied
             }
-            InvalidationMessage::Pattern { pattern, .. } => {
-                self.forget(KeyMatcher::Pattern(pattern.clone())).await;
+            match message {
+                InvalidationMessage::Table(name) => tags.push(table_tag(name)),
+                InvalidationMessage::Tag { tag, .. } => tags.push(tag.clone()),
+                InvalidationMessage::Key { key, .. } => keys.push(KeyMatcher::Exact(key.clone())),
+                InvalidationMessage::Pattern { pattern, .. } => keys.push(KeyMatcher::Pattern(pattern.clone())),
             }
         }
+        if tags.is_empty() && keys.is_empty() {
+            return;
+        }
+        self.invalidate_here(&tags, keys);
+        self.shared.sync_wanted.notify_one();
     }
 
-    /// Makes everything cached so far a miss for this process. Called after the LISTEN
-    /// connection is (re-)established, since notifications sent meanwhile are lost.
-    pub async fn bump_epoch(&self) {
+    /// Applies one message from the invalidation channel ([`Cache::receive`]) and tells Redis
+    /// before returning.
+    pub async fn apply(&self, message: &InvalidationMessage) {
+        self.receive(std::slice::from_ref(message));
+        self.sync_redis().await;
+    }
+
+    /// Makes everything cached so far a miss for this process, at once. Called after the LISTEN
+    /// connection is (re-)established, since notifications sent meanwhile are lost; Redis learns
+    /// the new epoch from the background sync.
+    pub fn start_epoch(&self) {
         let s = &self.shared;
-        match &s.l2 {
-            Some(l2) => match l2.bump_epoch(s.gens.floor()).await {
-                Ok(epoch) => s.gens.raise_floor(epoch),
-                Err(e) => {
-                    tracing::debug!(error = %e, "epoch bump kept local until Redis is back");
-                    s.gens.bump_floor_local();
-                }
-            },
-            None => s.gens.bump_floor_local(),
-        }
+        s.gens.mark_epoch();
         s.l1.clear();
         s.metrics.invalidation(InvalidationKind::Epoch);
+        s.sync_wanted.notify_one();
     }
 
-    /// Raises `tag`'s generation in Redis (or only here when Redis is unreachable).
-    async fn bump_tag(&self, tag: &str) {
-        let s = &self.shared;
-        match &s.l2 {
-            Some(l2) => match l2.bump_tag(tag).await {
-                Ok(generation) => {
-                    if !s.gens.observe(tag, generation) {
-                        // Redis answered below our mirror: it lost data. Make sure this
-                        // invalidation still counts here; the resync repairs Redis.
-                        s.gens.bump_local(tag);
-                    }
-                }
-                Err(e) => {
-                    tracing::debug!(tag, error = %e, "tag invalidation kept local until Redis is back");
-                    s.metrics.l2_error();
-                    s.gens.bump_local(tag);
-                }
-            },
-            None => s.gens.bump_local(tag),
-        }
-        s.l1.remove_tagged(tag);
-        s.metrics.invalidation(InvalidationKind::Tag);
+    /// [`Cache::start_epoch`], then tells Redis before returning.
+    pub async fn bump_epoch(&self) {
+        self.start_epoch();
+        self.sync_redis().await;
     }
 
-    /// Logs a key invalidation for in-flight loaders, drops it from L1, then from Redis.
-    async fn forget(&self, matcher: KeyMatcher) -> u64 {
+    /// The local half of every invalidation: marks the tags (one batch), logs the keys, drops
+    /// both from L1. Returns the key invalidations' sequence numbers.
+    fn invalidate_here(&self, tags: &[String], keys: Vec<KeyMatcher>) -> Vec<u64> {
         let s = &self.shared;
-        {
-            let _guard = s.store_lock.lock().unwrap_or_else(|e| e.into_inner());
-            s.keys.record(matcher.clone());
-            match &matcher {
-                KeyMatcher::Exact(key) => s.l1.remove(key),
-                KeyMatcher::Pattern(pattern) => s.l1.remove_matching(pattern),
+        if !tags.is_empty() {
+            s.gens.mark(tags.iter().map(String::as_str));
+            s.l1.remove_tagged(tags);
+            for _ in tags {
+                s.metrics.invalidation(InvalidationKind::Tag);
             }
         }
-        let (kind, result) = match (&matcher, &s.l2) {
-            (_, None) => (kind_of(&matcher), Ok(0)),
-            (KeyMatcher::Exact(key), Some(l2)) => (InvalidationKind::Key, l2.delete(key).await.map(|()| 1)),
-            (KeyMatcher::Pattern(p), Some(l2)) => (InvalidationKind::Pattern, l2.delete_matching(p).await),
-        };
-        s.metrics.invalidation(kind);
-        result.unwrap_or_else(|e| {
-            // Entries left in Redis are still removed for every daemon that processes the
-            // broadcast; for the rest, they expire. Count and log it.
-            tracing::warn!(error = %e, "key invalidation could not reach Redis");
-            s.metrics.l2_error();
-            0
-        })
+        let mut seqs = Vec::with_capacity(keys.len());
+        let mut too_many_waiting = false;
+        {
+            let _guard = s.store_lock.lock().unwrap_or_else(|e| e.into_inner());
+            for matcher in keys {
+                let seq = s.keys.record(matcher.clone());
+                match &matcher {
+                    KeyMatcher::Exact(key) => s.l1.remove(key),
+                    KeyMatcher::Pattern(pattern) => s.l1.remove_matching(pattern),
+                }
+                s.metrics.invalidation(kind_of(&matcher));
+                if s.l2.is_some() && !s.keys.await_delete(seq, matcher) {
+                    too_many_waiting = true;
+                }
+                seqs.push(seq);
+            }
+        }
+        if too_many_waiting {
+            tracing::warn!("too many key invalidations wait for Redis; everything it holds is a miss here instead");
+            self.start_epoch();
+        }
+        seqs
+    }
+
+    /// A key invalidation of this process' own: here at once, then in Redis (retried by the
+    /// sync if Redis cannot take it now). Returns how many Redis keys were deleted.
+    async fn forget(&self, matcher: KeyMatcher) -> u64 {
+        let s = &self.shared;
+        let seq = self.invalidate_here(&[], vec![matcher.clone()]);
+        let Some(l2) = &s.l2 else { return 0 };
+        match delete_in_redis(l2, &matcher).await {
+            Ok(deleted) => {
+                s.keys.deleted(seq[0]);
+                deleted
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "key invalidation could not reach Redis; retried when it is back");
+                s.metrics.l2_error();
+                s.gens.request_resync();
+                s.sync_wanted.notify_one();
+                0
+            }
+        }
     }
 
     async fn broadcast(&self, messages: Vec<InvalidationMessage>) {
@@ -154,26 +176,6 @@ impl Cache {
             // take our NOTIFY they are most likely disconnected too and bump their epoch when
             // they reconnect.
             tracing::warn!(error = %e, "invalidation not broadcast to other daemons");
-        }
-    }
-
-    /// Pushes generations this process holds above Redis' (invalidations made while it was
-    /// unreachable, or data it lost) so that other daemons' entries compare correctly again.
-    pub(super) async fn resync(&self) {
-        let s = &self.shared;
-        let Some(l2) = &s.l2 else { return };
-        let _guard = s.resync_lock.lock().await;
-        if !s.gens.needs_resync() {
-            return;
-        }
-        let (floor, tags) = s.gens.export();
-        match l2.push_generations(floor, &tags).await {
-            Ok(values) => {
-                s.gens.finish_resync(floor, &tags, &values);
-                s.metrics.resync();
-                tracing::info!(tags = tags.len(), "generations pushed to Redis");
-            }
-            Err(e) => tracing::debug!(error = %e, "resync postponed"),
         }
     }
 }

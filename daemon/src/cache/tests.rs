@@ -106,6 +106,28 @@ async fn a_slow_loader_cannot_reinsert_a_value_invalidated_while_it_ran() {
     assert_eq!(load(&cache, "report", &tags(&["table:public.t"]), "new").await.value, "new");
 }
 
+/// The listener hands over everything it drained at once; it all counts before `receive`
+/// returns, with nothing awaited in between.
+#[tokio::test]
+async fn a_received_batch_takes_effect_before_receive_returns() {
+    let (cache, _) = cache();
+    load(&cache, "rows", &tags(&["table:public.t"]), "1").await;
+    load(&cache, "profile", &tags(&["user:1"]), "2").await;
+    load(&cache, "k", &[], "3").await;
+    load(&cache, "keep", &tags(&["user:2"]), "4").await;
+    let other = "another-daemon".to_owned();
+    cache.receive(&[
+        InvalidationMessage::Table("public.t".into()),
+        InvalidationMessage::Tag { origin: other.clone(), tag: "user:1".into() },
+        InvalidationMessage::Key { origin: other, key: "k".into() },
+    ]);
+    for key in ["rows", "profile", "k"] {
+        assert_eq!(cache.get(key).await.unwrap(), None, "{key}");
+    }
+    assert!(cache.get("keep").await.unwrap().is_some());
+    assert_eq!(cache.stats().counters.invalidations.tags, 2, "one per message");
+}
+
 #[tokio::test]
 async fn a_delete_during_a_load_prevents_the_store() {
     let (cache, _) = cache();

@@ -163,7 +163,10 @@ pub async fn delete_entry(State(cache): State<Cache>, AppPath(key): AppPath<Stri
 #[utoipa::path(post, path = "/api/cache/query", tag = "cache",
     request_body = QueryBody,
     responses(
-        (status = 200, body = QueryResponse),
+        (status = 200, body = QueryResponse, headers(
+            ("X-Cache-Key" = String, description = "The cache key of the statement with its parameters (`query:` and 32 hex digits): the result is looked up, and stored, under it; `GET /api/cache/entries/{key}` reads that entry. The same for every layout of the statement; different for other constants or parameters. Also sent for results that cannot be cached, though nothing is stored then."),
+            ("X-Cache" = String, description = "`HIT` or `MISS`, as the `cache` field"),
+        )),
         (status = 400, description = "invalid JSON, SQL syntax error (Postgres' message), bad parameters", body = ErrorBody),
         (status = 422, description = "not a read-only statement, or too many rows", body = ErrorBody),
         (status = 503, description = "Postgres unavailable", body = ErrorBody),
@@ -178,7 +181,9 @@ pub async fn query(
     let status = if outcome.hit { CacheStatus::Hit } else { CacheStatus::Miss };
     let response = QueryResponse { rows, cache: status, age_ms: outcome.age_ms };
     let x_cache = HeaderValue::from_static(if outcome.hit { "HIT" } else { "MISS" });
-    Ok(([("x-cache", x_cache)], axum::Json(response)).into_response())
+    // `query:` and hex digits: always a valid header value.
+    let x_cache_key = HeaderValue::from_str(&outcome.key).map_err(AppError::internal)?;
+    Ok(([("x-cache", x_cache), ("x-cache-key", x_cache_key)], axum::Json(response)).into_response())
 }
 
 /// Counters per level, sizes, invalidations.

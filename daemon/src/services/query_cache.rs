@@ -83,6 +83,8 @@ pub struct QueryOutcome {
     pub age_ms: u64,
     /// Canonical names of the tables the result depends on (known on a miss).
     pub tables: Vec<String>,
+    /// The cache key the result was looked up (and, when cacheable, stored) under.
+    pub key: String,
 }
 
 #[derive(Debug)]
@@ -121,6 +123,7 @@ impl QueryCacheService {
                 hit: true,
                 age_ms: now().saturating_sub(hit.created_ms),
                 tables: Vec::new(),
+                key,
             });
         }
         let resolution = self.backend.resolve(&statement).await?;
@@ -128,7 +131,7 @@ impl QueryCacheService {
         if let Some(reason) = &resolution.uncacheable {
             tracing::debug!(%reason, "query result not cacheable");
             let rows = self.backend.execute(&statement, &request.params).await?;
-            return Ok(QueryOutcome { rows: rows.json, hit: false, age_ms: 0, tables });
+            return Ok(QueryOutcome { rows: rows.json, hit: false, age_ms: 0, tables, key });
         }
         let tags: Vec<String> = tables.iter().map(|t| table_tag(t)).collect();
         let backend = self.backend.clone();
@@ -144,6 +147,7 @@ impl QueryCacheService {
             hit: cached.is_hit(),
             age_ms: if cached.is_hit() { now().saturating_sub(cached.created_ms) } else { 0 },
             tables,
+            key,
         })
     }
 }

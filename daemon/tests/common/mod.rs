@@ -258,3 +258,94 @@ impl Drop for OwnRedis {
         self.stop();
     }
 }
+
+/// What a [`RedisProxy`] does with the bytes it is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyMode {
+    /// Passes every byte through at once.
+    Forward,
+    /// Holds every byte (both ways) until the mode changes: Redis seems to hang.
+    Stall,
+    /// Drops every connection and closes new ones at once: Redis seems unreachable.
+    Refuse,
+}
+
+/// A loopback TCP proxy in front of a Redis, so that one daemon (or one cache) can find Redis
+/// slow or unreachable while the others, and the test itself, still reach it directly.
+pub struct RedisProxy {
+    port: u16,
+    mode: Arc<tokio::sync::watch::Sender<ProxyMode>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl RedisProxy {
+    /// Starts forwarding to the Redis of `upstream` (a `redis://host:port/` URL).
+    pub async fn start(upstream: &str) -> Self {
+        let target = upstream.trim_start_matches("redis://").trim_end_matches('/').to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mode = Arc::new(tokio::sync::watch::Sender::new(ProxyMode::Forward));
+        let accept = {
+            let mode = mode.clone();
+            tokio::spawn(async move {
+                while let Ok((client, _)) = listener.accept().await {
+                    if *mode.borrow() == ProxyMode::Refuse {
+                        continue; // dropped: closed at once
+                    }
+                    let Ok(server) = tokio::net::TcpStream::connect(&target).await else { continue };
+                    let (client_read, client_write) = client.into_split();
+                    let (server_read, server_write) = server.into_split();
+                    let (up, down) = (mode.subscribe(), mode.subscribe());
+                    tokio::spawn(async move {
+                        // Either direction ending closes both sockets.
+                        tokio::select! {
+                            () = Self::pipe(client_read, server_write, up) => {}
+                            () = Self::pipe(server_read, client_write, down) => {}
+                        }
+                    });
+                }
+            })
+        };
+        Self { port, mode, accept }
+    }
+
+    async fn pipe(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        mut mode: tokio::sync::watch::Receiver<ProxyMode>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = tokio::select! {
+                read = from.read(&mut buf) => match read {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                },
+                _ = mode.wait_for(|m| *m == ProxyMode::Refuse) => return,
+            };
+            match mode.wait_for(|m| *m != ProxyMode::Stall).await {
+                Ok(m) if *m == ProxyMode::Forward => {}
+                _ => return,
+            }
+            if to.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    pub fn set_mode(&self, mode: ProxyMode) {
+        self.mode.send_replace(mode);
+    }
+}
+
+impl Drop for RedisProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.mode.send_replace(ProxyMode::Refuse);
+    }
+}
