@@ -306,8 +306,15 @@ unsafe extern "C-unwind" fn planner(
         try_finally(|| result = call(), || PLAN_NESTING -= 1);
         let d = start.elapsed();
         let (queryid, location, len) = ((*parse).queryId, (*parse).stmt_location, (*parse).stmt_len);
-        let sample =
-            Sample { phase: Phase::Plan, duration_ms: d.time_ms(), rows: 0, buffers: d.buffers, wal: d.wal, jit: None };
+        let sample = Sample {
+            phase: Phase::Plan,
+            duration_ms: d.time_ms(),
+            duration_ns: d.time_ns.max(0) as u64,
+            rows: 0,
+            buffers: d.buffers,
+            wal: d.wal,
+            jit: None,
+        };
         let key = statement_key(queryid);
         let statement = Executed { source: query_string, location, len, params: bound_params, plannable: true };
         guarded(|| recorder::record(key, &sample, &statement));
@@ -408,6 +415,7 @@ unsafe extern "C-unwind" fn executor_end(query_desc: *mut pg_sys::QueryDesc) {
             let sample = Sample {
                 phase: Phase::Exec,
                 duration_ms: acc.time_ms(),
+                duration_ns: acc.time_ns.max(0) as u64,
                 rows: acc.rows,
                 buffers: acc.buffers,
                 wal: acc.wal,
@@ -494,8 +502,15 @@ unsafe extern "C-unwind" fn process_utility(
         } else {
             0
         };
-        let sample =
-            Sample { phase: Phase::Exec, duration_ms: d.time_ms(), rows, buffers: d.buffers, wal: d.wal, jit: None };
+        let sample = Sample {
+            phase: Phase::Exec,
+            duration_ms: d.time_ms(),
+            duration_ns: d.time_ns.max(0) as u64,
+            rows,
+            buffers: d.buffers,
+            wal: d.wal,
+            jit: None,
+        };
         let key = statement_key(saved_queryid);
         let (location, len) = ((*pstmt).stmt_location, (*pstmt).stmt_len);
         let statement =

@@ -11,7 +11,7 @@
 
 use crate::backend::BackendCell;
 use crate::shmem;
-use crate::stats::counters::{Phase, Progress, Sample};
+use crate::stats::counters::{self, Phase, Progress, Sample};
 use crate::stats::examples::{self, Example, ExampleParam};
 use crate::stats::quals::Observed;
 use crate::stats::slow_ring::{SlowQuery, pack};
@@ -149,40 +149,27 @@ pub fn record(key: StatementKey, sample: &Sample, statement: &impl Statement) {
 }
 
 /// Keep an execution as an example when its statement's counters say it is one (see
-/// `stats::examples`): the slowest so far, or with probability 2/calls. Both are rare
+/// `stats::examples`): the slowest so far, or one picked with probability about 2/calls (the
+/// counters draw the gap to the next pick, so this costs a comparison). Both are rare
 /// (logarithmic in the calls), so the statement path pays for a text copy only rarely; the
-/// draw is a hash of the call count and the statement, so that captures follow no pattern of
-/// the workload (a power-of-two rule would never see every fifth customer).
+/// draws are pseudo-random, so that captures follow no pattern of the workload (a power-of-two
+/// rule would never see every fifth customer).
 #[inline]
 fn note_example(key: &StatementKey, progress: Progress, statement: &impl Statement) {
-    if progress.new_max {
+    if progress.new_max && progress.calls >= SLOWEST_AFTER {
         store_example(key, examples::SLOWEST, statement);
         return;
     }
-    let calls = progress.calls as u64;
-    if calls < 2 {
-        return;
-    }
-    let draw = mix(calls ^ key.queryid.rotate_left(17));
-    if draw % calls < CAPTURES_PER_DOUBLING {
-        let variant = ((draw >> 40) % u64::from(examples::SAMPLED)) as u8;
+    if progress.capture && progress.calls > 1 {
+        let variant = (counters::mix(progress.calls as u64 ^ key.queryid) % u64::from(examples::SAMPLED)) as u8;
         store_example(key, variant, statement);
     }
 }
 
-/// Expected captures per doubling of a statement's calls (about this many times ln(calls)
-/// captures over its life).
-const CAPTURES_PER_DOUBLING: u64 = 2;
-
-/// A 64-bit finalizer (splitmix64's): a well-spread hash of its input.
-#[inline]
-fn mix(mut x: u64) -> u64 {
-    x ^= x >> 30;
-    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x ^= x >> 27;
-    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
+/// A new maximum counts as the statement's slow tail only after this many calls: the first
+/// ones set new maxima all the time (cold caches, first plans), which says nothing about the
+/// values. (The first execution is kept as the slowest until then.)
+const SLOWEST_AFTER: i64 = 32;
 
 /// The statement has an entry: stop preparing texts for it.
 #[inline]

@@ -6,7 +6,7 @@
 //! latency histogram and first/last-seen timestamps. [`Counters`] is plain old data so it can
 //! live in shared memory and be written to the stats file byte for byte.
 
-use super::histogram::{Histogram, ms_to_ns};
+use super::histogram::Histogram;
 use bytemuck::{Pod, Zeroable};
 
 /// Which phase a sample measures; the index into the per-phase arrays of [`Counters`].
@@ -71,6 +71,8 @@ pub struct JitCounters {
 pub struct Sample {
     pub phase: Phase,
     pub duration_ms: f64,
+    /// The same duration in nanoseconds (what the histogram counts; measured as such).
+    pub duration_ns: u64,
     pub rows: u64,
     pub buffers: BufferCounters,
     pub wal: WalCounters,
@@ -108,6 +110,8 @@ pub struct Counters {
     /// `TimestampTz` (µs since 2000-01-01) of the first and latest recorded sample.
     pub first_seen: i64,
     pub last_seen: i64,
+    /// The execution count at which the next example is captured (see [`Progress::capture`]).
+    pub next_capture: i64,
     pub exec_histogram: Histogram,
 }
 
@@ -119,6 +123,37 @@ pub struct Progress {
     pub calls: i64,
     /// The sample is the phase's slowest so far (and not its first).
     pub new_max: bool,
+    /// This execution is one to capture as an example: executions are picked with probability
+    /// about [`CAPTURES_PER_DOUBLING`]/calls, drawn once per capture (the gap to the next one)
+    /// so that the statement path pays a single comparison.
+    pub capture: bool,
+}
+
+/// Expected example captures per doubling of a statement's executions (about this many times
+/// ln(calls) over its life).
+pub const CAPTURES_PER_DOUBLING: f64 = 2.0;
+
+/// A 64-bit finalizer (splitmix64's): a well-spread hash of its input.
+#[inline]
+pub fn mix(mut x: u64) -> u64 {
+    x ^= x >> 30;
+    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^= x >> 27;
+    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// The execution count of the capture after the one at `calls`: picking each later execution
+/// n with probability p/n makes the gap to the next pick roughly geometric with mean n/p;
+/// `seed` spreads the draws (a hash of the statement and the count, so that they follow no
+/// pattern of the workload).
+pub fn next_capture(calls: i64, seed: u64) -> i64 {
+    let n = calls.max(1) as f64;
+    // A uniform draw in (0, 1].
+    let u = ((mix(seed) >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+    // P(no pick in the next k) = (n / (n + k))^p  =>  k = n · (u^(-1/p) - 1).
+    let gap = n * (u.powf(-1.0 / CAPTURES_PER_DOUBLING) - 1.0);
+    calls + (gap.ceil().clamp(1.0, i64::MAX as f64 / 4.0) as i64)
 }
 
 impl Default for Counters {
@@ -134,6 +169,10 @@ impl Counters {
         let t = s.duration_ms;
         let new_max = self.calls[k] > 0 && t > self.max_time[k];
         self.calls[k] += 1;
+        let capture = s.phase == Phase::Exec && self.calls[k] >= self.next_capture;
+        if capture {
+            self.next_capture = next_capture(self.calls[k], self.calls[k] as u64 ^ self.total_time[k].to_bits());
+        }
         self.total_time[k] += t;
         if self.calls[k] == 1 {
             self.min_time[k] = t;
@@ -147,7 +186,7 @@ impl Counters {
             self.max_time[k] = self.max_time[k].max(t);
         }
         if s.phase == Phase::Exec {
-            self.exec_histogram.record(ms_to_ns(t));
+            self.exec_histogram.record(s.duration_ns);
         }
         self.rows += s.rows as i64;
         add_words(&mut self.buffers, &s.buffers);
@@ -167,7 +206,7 @@ impl Counters {
             self.first_seen = now;
         }
         self.last_seen = now;
-        Progress { calls: self.calls[k], new_max }
+        Progress { calls: self.calls[k], new_max, capture }
     }
 
     /// Population standard deviation of a phase, as pg_stat_statements reports it.
@@ -184,12 +223,31 @@ impl Counters {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn captures_come_about_twice_per_doubling_of_the_calls() {
+        // Over many statements, the picks among 10,000 executions average 2·ln(10,000) ≈ 18.
+        let mut total = 0;
+        for statement in 0..200u64 {
+            let (mut next, mut picks) = (next_capture(1, statement), 0);
+            while next <= 10_000 {
+                picks += 1;
+                next = next_capture(next, statement.wrapping_mul(31) ^ next as u64);
+            }
+            total += picks;
+        }
+        let mean = f64::from(total) / 200.0;
+        assert!((14.0..23.0).contains(&mean), "{mean}");
+        // Early executions are picked often: the gap after the 2nd is small.
+        assert!(next_capture(2, 7) < 50);
+    }
+
     use super::*;
 
     fn exec(ms: f64) -> Sample {
         Sample {
             phase: Phase::Exec,
             duration_ms: ms,
+            duration_ns: crate::stats::histogram::ms_to_ns(ms),
             rows: 2,
             buffers: BufferCounters { shared_blks_hit: 3, ..Default::default() },
             wal: WalCounters { records: 1, fpi: 0, bytes: 100 },

@@ -74,6 +74,13 @@ impl Constancy {
     }
 }
 
+/// Fingerprints of an execution's literal values, in the positions of [`literal_values`].
+pub fn literal_fingerprints(e: &Example) -> Vec<u32> {
+    let mut v = super::literals::fingerprints(&e.text);
+    v.extend(e.params.iter().map(|p| super::literals::fingerprint(p.value.as_deref().unwrap_or_default())));
+    v
+}
+
 /// The literal values of an execution: its text's literals, then its parameters' values.
 pub fn literal_values(e: &Example) -> Vec<String> {
     let mut v = super::literals::values(&e.text);
@@ -250,13 +257,11 @@ impl Examples<'_> {
         if self.slots.is_empty() {
             return;
         }
-        let mut c = self.constancy_of(e.dbid, e.queryid);
-        let prints: Vec<u32> = literal_values(e).iter().map(|v| super::literals::fingerprint(v)).collect();
-        c.observe(&prints);
-        for v in 0..VARIANTS {
-            if let Some(i) = self.slot_of(e.dbid, e.queryid, v) {
-                self.slots[i].set_constancy(&c);
-            }
+        let held: Vec<usize> = (0..VARIANTS).filter_map(|v| self.slot_of(e.dbid, e.queryid, v)).collect();
+        let mut c = held.iter().map(|&i| self.slots[i].constancy()).max_by_key(|c| c.captures).unwrap_or_default();
+        c.observe(&literal_fingerprints(e));
+        for i in held {
+            self.slots[i].set_constancy(&c);
         }
     }
 
@@ -271,7 +276,7 @@ impl Examples<'_> {
         let constancy = if constancy.captures == 0 {
             // No slot of the statement yet: the record starts with this execution.
             let mut c = Constancy::default();
-            c.observe(&literal_values(e).iter().map(|v| super::literals::fingerprint(v)).collect::<Vec<_>>());
+            c.observe(&literal_fingerprints(e));
             c
         } else {
             constancy
@@ -428,9 +433,7 @@ mod tests {
             )
         };
         for v in ["1", "2", "3"] {
-            c.observe(
-                &literal_values(&e(v)).iter().map(|s| crate::stats::literals::fingerprint(s)).collect::<Vec<_>>(),
-            );
+            c.observe(&literal_fingerprints(&e(v)));
         }
         assert!(c.constant(0, 3), "the text's 'x'");
         assert!(!c.constant(1, 3), "the parameter");

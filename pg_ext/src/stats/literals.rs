@@ -7,13 +7,41 @@
 //! strings (with `''`, `E'\''` escapes, `B''`/`X''`/`U&''`/`N''` prefixes), dollar-quoted
 //! strings, numbers — and skips comments, quoted identifiers and `$n` parameters. Pure.
 
-/// The literals of `sql`, each as its value (a string's content with escapes undone as far as
-/// quotes go; a number's text), in order of appearance.
-pub fn values(sql: &str) -> Vec<String> {
+/// How a literal was written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Form {
+    /// `'...'`, with `''` for a quote (and, when `backslashes`, `E'...'` escapes).
+    Quoted {
+        backslashes: bool,
+    },
+    /// `$tag$...$tag$`: taken as is.
+    Dollar,
+    Number,
+}
+
+/// Bytes that continue an identifier.
+const fn ident_table() -> [bool; 256] {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = b.is_ascii_alphanumeric() || b == b'_' || b >= 0x80;
+        c += 1;
+    }
+    t
+}
+static IDENT: [bool; 256] = ident_table();
+
+#[inline]
+fn ident(c: u8) -> bool {
+    IDENT[c as usize]
+}
+
+/// Walk the literals of `sql` in order, handing each one's raw text (between its quotes, escapes
+/// as written) and form to `emit`.
+fn scan(sql: &str, mut emit: impl FnMut(&[u8], Form)) {
     let b = sql.as_bytes();
-    let mut out = Vec::new();
     let mut i = 0;
-    let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80;
     while i < b.len() {
         let c = b[i];
         match c {
@@ -55,10 +83,11 @@ pub fn values(sql: &str) -> Vec<String> {
                 i += 1;
             }
             b'\'' => {
-                let backslash_escapes = i > 0 && matches!(b[i - 1], b'e' | b'E') && (i < 2 || !ident(b[i - 2]));
-                let (value, end) = quoted(b, i + 1, backslash_escapes);
-                out.push(value);
-                i = end;
+                let backslashes = i > 0 && matches!(b[i - 1], b'e' | b'E') && (i < 2 || !ident(b[i - 2]));
+                let start = i + 1;
+                let end = quoted_end(b, start, backslashes);
+                emit(&b[start..end.min(b.len())], Form::Quoted { backslashes });
+                i = end + 1;
             }
             b'$' => {
                 if b.get(i + 1).is_some_and(u8::is_ascii_digit) {
@@ -67,8 +96,8 @@ pub fn values(sql: &str) -> Vec<String> {
                     while i < b.len() && b[i].is_ascii_digit() {
                         i += 1;
                     }
-                } else if let Some((value, end)) = dollar_quoted(sql, i) {
-                    out.push(value);
+                } else if let Some((body, end)) = dollar_quoted(sql, i) {
+                    emit(body.as_bytes(), Form::Dollar);
                     i = end;
                 } else {
                     i += 1;
@@ -86,12 +115,12 @@ pub fn values(sql: &str) -> Vec<String> {
                         break;
                     }
                 }
-                out.push(sql[start..i].to_string());
+                emit(&b[start..i], Form::Number);
             }
             _ if ident(c) => {
                 while i < b.len() && (ident(b[i]) || b[i] == b'$') {
-                    // A prefix such as E, B, X, U&, N right before a quote is handled by the
-                    // quote; any other identifier is skipped whole.
+                    // A prefix such as E, B, X, N right before a quote is left to the quote; any
+                    // other identifier is skipped whole.
                     if b.get(i + 1) == Some(&b'\'')
                         && matches!(b[i], b'e' | b'E' | b'b' | b'B' | b'x' | b'X' | b'n' | b'N')
                     {
@@ -104,6 +133,26 @@ pub fn values(sql: &str) -> Vec<String> {
             _ => i += 1,
         }
     }
+}
+
+/// The literals of `sql`, each as its value (a string's content with its quote escapes undone;
+/// a number's text), in order of appearance.
+pub fn values(sql: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    scan(sql, |raw, form| {
+        out.push(match form {
+            Form::Quoted { backslashes } => unescape(raw, backslashes),
+            Form::Dollar | Form::Number => String::from_utf8_lossy(raw).into_owned(),
+        })
+    });
+    out
+}
+
+/// Fingerprints of the literals of `sql` (of their text as written), in the order of
+/// [`values`]: cheap, for telling whether a literal changed between two executions.
+pub fn fingerprints(sql: &str) -> Vec<u32> {
+    let mut out = Vec::with_capacity(8);
+    scan(sql, |raw, _| out.push(fingerprint_bytes(raw)));
     out
 }
 
@@ -111,33 +160,44 @@ fn starts_number(b: &[u8], i: usize) -> bool {
     b[i].is_ascii_digit() || (b[i] == b'.' && b.get(i + 1).is_some_and(u8::is_ascii_digit))
 }
 
-/// The content of a quoted string starting after its opening quote at `from`; returns it and
-/// the index after the closing quote.
-fn quoted(b: &[u8], from: usize, backslash_escapes: bool) -> (String, usize) {
-    let mut value = Vec::new();
+/// The index of the closing quote of a string whose content starts at `from` (or the end).
+fn quoted_end(b: &[u8], from: usize, backslashes: bool) -> usize {
     let mut i = from;
     while i < b.len() {
         match b[i] {
-            b'\\' if backslash_escapes && i + 1 < b.len() => {
-                value.push(b[i + 1]);
+            b'\\' if backslashes && i + 1 < b.len() => i += 2,
+            b'\'' if b.get(i + 1) == Some(&b'\'') => i += 2,
+            b'\'' => return i,
+            _ => i += 1,
+        }
+    }
+    b.len()
+}
+
+fn unescape(raw: &[u8], backslashes: bool) -> String {
+    let mut value = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        match raw[i] {
+            b'\\' if backslashes && i + 1 < raw.len() => {
+                value.push(raw[i + 1]);
                 i += 2;
             }
-            b'\'' if b.get(i + 1) == Some(&b'\'') => {
+            b'\'' if raw.get(i + 1) == Some(&b'\'') => {
                 value.push(b'\'');
                 i += 2;
             }
-            b'\'' => return (String::from_utf8_lossy(&value).into_owned(), i + 1),
             c => {
                 value.push(c);
                 i += 1;
             }
         }
     }
-    (String::from_utf8_lossy(&value).into_owned(), i)
+    String::from_utf8_lossy(&value).into_owned()
 }
 
-/// A dollar-quoted string (`$tag$...$tag$`) starting at `at`.
-fn dollar_quoted(sql: &str, at: usize) -> Option<(String, usize)> {
+/// A dollar-quoted string (`$tag$...$tag$`) starting at `at`: its body and the index after it.
+fn dollar_quoted(sql: &str, at: usize) -> Option<(&str, usize)> {
     let rest = &sql[at + 1..];
     let tag_len = rest.find('$')?;
     let tag = &rest[..tag_len];
@@ -147,13 +207,17 @@ fn dollar_quoted(sql: &str, at: usize) -> Option<(String, usize)> {
     let delimiter = format!("${tag}$");
     let body_start = at + delimiter.len();
     let body_len = sql[body_start..].find(&delimiter)?;
-    Some((sql[body_start..body_start + body_len].to_string(), body_start + body_len + delimiter.len()))
+    Some((&sql[body_start..body_start + body_len], body_start + body_len + delimiter.len()))
 }
 
 /// FNV-1a: a stable 32-bit fingerprint of a value (kept in shared memory and on disk).
 pub fn fingerprint(value: &str) -> u32 {
+    fingerprint_bytes(value.as_bytes())
+}
+
+fn fingerprint_bytes(value: &[u8]) -> u32 {
     let mut h = 0x811c_9dc5u32;
-    for b in value.bytes() {
+    for &b in value {
         h ^= u32::from(b);
         h = h.wrapping_mul(0x0100_0193);
     }
@@ -180,6 +244,16 @@ mod tests {
     fn the_demo_statements() {
         let sql = r#"SELECT id FROM "VirtualNumber" WHERE owner_id = 64 AND status = 'ACTIVE' ORDER BY created_at DESC LIMIT 50"#;
         assert_eq!(values(sql), ["64", "ACTIVE", "50"]);
+    }
+
+    #[test]
+    fn fingerprints_follow_the_values_position_by_position() {
+        let a = "SELECT 1 FROM t WHERE s = 'it''s' AND n = 42 AND d = $x$body$x$";
+        let b = "SELECT 1 FROM t WHERE s = 'it''s' AND n = 43 AND d = $x$body$x$";
+        assert_eq!(fingerprints(a).len(), values(a).len());
+        let (fa, fb) = (fingerprints(a), fingerprints(b));
+        assert_eq!((fa[0], fa[1], fa[3]), (fb[0], fb[1], fb[3]));
+        assert_ne!(fa[2], fb[2]);
     }
 
     #[test]

@@ -227,6 +227,7 @@ mod tests {
                     &Sample {
                         phase: Phase::Exec,
                         duration_ms: q as f64,
+                        duration_ns: q * 1_000_000,
                         rows: q,
                         buffers: BufferCounters::default(),
                         wal: WalCounters::default(),

@@ -535,6 +535,7 @@ mod tests {
         Sample {
             phase: Phase::Exec,
             duration_ms: ms,
+            duration_ns: crate::stats::histogram::ms_to_ns(ms),
             rows: 1,
             buffers: BufferCounters::default(),
             wal: WalCounters::default(),
