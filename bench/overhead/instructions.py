@@ -7,6 +7,15 @@ runs, so ``(total(count) - total(1)) / (count - 1)`` is what one statement costs
 counts do not depend on the machine's load: two runs of a row differ by a few dozen instructions
 out of hundreds of millions (clock reads and the like), far below one statement's cost.
 
+Memory layout: the same work costs a different number of instructions depending on where the
+heap puts things (libc's vectorized strcmp and memcmp take different paths for different
+alignments; the core compares column names with strcmp while parsing every statement). Any
+change in what a library allocates at start, even an unrelated setting's value, shifts that
+layout and moves the per-statement count by up to about a hundred instructions, which is a good
+part of what is being measured. So each row is profiled under several layouts, made by giving
+``application_name`` values of different lengths (allocated before anything per statement),
+and its figures are the medians over them; the report gives the spread.
+
 The profile also says how many of those instructions ran in the preloaded library's own code
 (the rest of its cost is in core functions it calls: locks, memory contexts, the clock), and how
 many in ``JumbleQuery`` (the core's query-id computation), which checks that each row really
@@ -52,28 +61,46 @@ class Profile:
     objects: List[str]
 
 
+# Lengths of the application_name values that make the layouts (see the module comment).
+LAYOUT_PADDINGS = (0, 97, 389, 1021, 3011, 61, 2039)
+
+
 @dataclass
 class InstructionResult:
-    """Per-statement figures for one row, from a run of ``count`` statements and a run of one."""
+    """Per-statement figures for one row: for each layout, a run of ``count`` statements and a
+    run of one; the figures are medians over the layouts."""
 
     count: int
-    many: Profile
-    one: Profile
+    runs: List[Tuple[Profile, Profile]]
 
-    def _per_statement(self, many: int, one: int) -> float:
-        return (many - one) / (self.count - 1)
+    @property
+    def many(self) -> Profile:
+        return self.runs[0][0]
+
+    @property
+    def one(self) -> Profile:
+        return self.runs[0][1]
+
+    def _median(self, field: str) -> float:
+        values = sorted((getattr(m, field) - getattr(o, field)) / (self.count - 1) for m, o in self.runs)
+        mid = len(values) // 2
+        return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
 
     @property
     def per_statement(self) -> float:
-        return self._per_statement(self.many.total, self.one.total)
+        return self._median("total")
+
+    @property
+    def per_layout(self) -> List[float]:
+        return [(m.total - o.total) / (self.count - 1) for m, o in self.runs]
 
     @property
     def library_per_statement(self) -> float:
-        return self._per_statement(self.many.library_self, self.one.library_self)
+        return self._median("library_self")
 
     @property
     def jumbling_per_statement(self) -> float:
-        return self._per_statement(self.many.jumble_inclusive, self.one.jumble_inclusive)
+        return self._median("jumble_inclusive")
 
 
 _NAMED = re.compile(r"^\((\d+)\)(?: (.*))?$")
@@ -144,16 +171,20 @@ def parse_callgrind(path: Path, library_file: Optional[str]) -> Profile:
 
 
 def profile_run(template: Cluster, config: Config, statements: Path, count: int,
-                valgrind: str) -> Profile:
-    """One callgrind run of ``count`` statements on a fresh copy of ``template``."""
-    run_name = f"callgrind-{config.key}-{count}"
+                valgrind: str, padding: int = 0) -> Profile:
+    """One callgrind run of ``count`` statements on a fresh copy of ``template``, in the
+    layout made by an application_name of ``padding`` characters."""
+    run_name = f"callgrind-{config.key}-{count}-{padding}"
     cluster = template.copy(run_name)
     workdir = template.workdir
     out_file = workdir / f"{run_name}.out"
     profile_file = workdir / f"{run_name}.callgrind"
+    settings = dict(config.settings())
+    if padding:
+        settings["application_name"] = "l" * padding
     argv = cluster.user.argv([
         valgrind, "--tool=callgrind", f"--callgrind-out-file={profile_file}",
-        *cluster.single_user_argv(config.settings()),
+        *cluster.single_user_argv(settings),
     ])
     try:
         with statements.open("rb") as stdin, out_file.open("wb") as stdout:
@@ -195,7 +226,7 @@ def check_row(config: Config, result: InstructionResult) -> List[str]:
 
 
 def measure(template: Cluster, configs: List[Config], count: int, accounts: int,
-            valgrind: str) -> Tuple[Dict[str, InstructionResult], List[str]]:
+            valgrind: str, layouts: int = 1) -> Tuple[Dict[str, InstructionResult], List[str]]:
     """Profiles every row; returns results by row key and warnings for the report."""
     many_file = template.workdir / "statements-many.sql"
     one_file = template.workdir / "statements-one.sql"
@@ -205,12 +236,15 @@ def measure(template: Cluster, configs: List[Config], count: int, accounts: int,
 
     results: Dict[str, InstructionResult] = {}
     warnings: List[str] = []
+    paddings = LAYOUT_PADDINGS[:max(1, min(layouts, len(LAYOUT_PADDINGS)))]
     for config in configs:
-        many = profile_run(template, config, many_file, count, valgrind)
-        one = profile_run(template, config, one_file, 1, valgrind)
-        result = InstructionResult(count, many, one)
+        runs = [(profile_run(template, config, many_file, count, valgrind, pad),
+                 profile_run(template, config, one_file, 1, valgrind, pad)) for pad in paddings]
+        result = InstructionResult(count, runs)
         warnings += check_row(config, result)
         results[config.key] = result
-        print(f"  {config.label:<24} {result.per_statement:>10,.0f} instructions/statement",
+        spread = result.per_layout
+        print(f"  {config.label:<24} {result.per_statement:>10,.0f} instructions/statement "
+              f"(median of {len(spread)} layouts: {min(spread):,.0f} to {max(spread):,.0f})",
               flush=True)
     return results, warnings

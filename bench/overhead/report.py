@@ -36,6 +36,7 @@ class OverheadRun:
     tps_rows: Sequence[Config]
     statements: int
     instruction_scale: int
+    layouts: int
     tps_scale: int
     instructions: Optional[Dict[str, InstructionResult]] = None
     instructions_skipped: str = ""
@@ -63,7 +64,7 @@ def minutes(seconds: float) -> str:
 
 
 def instruction_table(run: OverheadRun) -> Table:
-    table = Table(["row", "instr/stmt", "Δ vs none", "Δ %", "above jumbling",
+    table = Table(["row", "instr/stmt", "layouts (min–max)", "Δ vs none", "Δ %", "above jumbling",
                    "above jumbling %", "in library code", "in JumbleQuery"])
     results = run.instructions or {}
     base = results[NONE.key].per_statement
@@ -71,7 +72,7 @@ def instruction_table(run: OverheadRun) -> Table:
     for config in run.instruction_rows:
         result = results.get(config.key)
         if result is None:
-            table.add(config.label, NOT_INSTALLED, *[DASH] * 6)
+            table.add(config.label, NOT_INSTALLED, *[DASH] * 7)
             continue
         value = result.per_statement
         is_base = config.key == NONE.key
@@ -79,6 +80,7 @@ def instruction_table(run: OverheadRun) -> Table:
         table.add(
             config.label,
             count(value),
+            f"{count(min(result.per_layout))}–{count(max(result.per_layout))}",
             DASH if is_base else signed_count(value - base),
             DASH if is_base else percent(value - base, base),
             signed_count(value - floor) if above else DASH,
@@ -186,7 +188,11 @@ vacuumed, frozen and checkpointed) with a single-user backend, `postgres --singl
 (`SELECT abalance FROM pgbench_accounts WHERE aid = <k>`, keys drawn with a fixed seed, the same
 for every row) on standard input; then again with only the first statement. Instructions per
 statement = (instructions of the long run − instructions of the one-statement run) / {gap}, so
-start-up and shutdown cancel out. Instruction counts do not depend on the machine's load.
+start-up and shutdown cancel out. Instruction counts do not depend on the machine's load, but
+they do depend on the memory layout (libc's vectorized strcmp/memcmp take different paths for
+different alignments, and anything a library allocates at start shifts the layout): each row is
+run under {layouts} layouts (an `application_name` of a different length each time) and the table
+gives the median, with the range over the layouts.
 *Δ* is the cost above no library; *above jumbling* is the cost above `compute_query_id = on` alone
 (the core's query jumbling, which every statistics library pays), in instructions and as a
 percentage of the no-library cost. *In library code* counts instructions executed inside the
@@ -243,7 +249,7 @@ def markdown(run: OverheadRun) -> str:
     if run.instructions is not None:
         out += [
             INSTRUCTIONS_METHOD.format(scale=run.instruction_scale, statements=run.statements,
-                                       gap=run.statements - 1),
+                                       gap=run.statements - 1, layouts=run.layouts),
             "",
             instruction_table(run).markdown(),
             "",

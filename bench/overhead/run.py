@@ -70,6 +70,7 @@ class Plan:
 
     knobs: Knobs
     statements: int
+    layouts: int
     instruction_scale: int
     scale: int
     rounds: int
@@ -89,6 +90,7 @@ def read_plan() -> Plan:
     return Plan(
         knobs=knobs,
         statements=knobs.integer("BENCH_STATEMENTS", 3000, 2, "point selects per callgrind run"),
+        layouts=knobs.integer("BENCH_INSTR_LAYOUTS", 5, 1, "memory layouts per callgrind row (median)"),
         instruction_scale=knobs.integer("BENCH_INSTR_SCALE", 1, 1, "callgrind data set scale"),
         scale=knobs.integer("BENCH_SCALE", 10, 1, "pgbench scale of the TPS data set"),
         rounds=knobs.integer("BENCH_ROUNDS", 7, 1, "TPS rounds per row"),
@@ -191,7 +193,8 @@ def measure(plan: Plan, tools: Tools, voxperf: LibraryStatus, workdir: Path,
         facts=facts, knobs=plan.knobs.used, server_settings=SERVER_SETTINGS,
         availability=availability, instruction_rows=(NONE, JUMBLING, PGSS, voxperf_row),
         tps_rows=(NONE, PGSS, voxperf_row), statements=plan.statements,
-        instruction_scale=plan.instruction_scale, tps_scale=plan.scale, durations=durations,
+        instruction_scale=plan.instruction_scale, layouts=plan.layouts, tps_scale=plan.scale,
+        durations=durations,
     )
     busy = machine.busy_warning()
     if busy:
@@ -214,7 +217,7 @@ def measure(plan: Plan, tools: Tools, voxperf: LibraryStatus, workdir: Path,
         template.stop()
         run.instructions, warnings = instructions.measure(
             template, measurable(run.instruction_rows), plan.statements,
-            plan.instruction_scale * ACCOUNTS_PER_SCALE, tools.valgrind)
+            plan.instruction_scale * ACCOUNTS_PER_SCALE, tools.valgrind, plan.layouts)
         run.warnings += warnings
         template.remove()
         durations["instructions (callgrind)"] = time.monotonic() - step
