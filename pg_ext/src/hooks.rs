@@ -10,9 +10,12 @@
 //!    copy. Our own bookkeeping runs inside [`guarded`], which catches any panic or Postgres
 //!    error it causes and counts a dropped sample instead.
 //! 2. **No Rust frame with a destructor is live while Postgres code runs**, because a Postgres
-//!    ERROR leaves through `longjmp`, skipping Rust frames. The nesting counters are restored by
-//!    [`try_finally`], the Rust spelling of `PG_TRY/PG_FINALLY`, which re-throws the original
-//!    error with `pg_re_throw`.
+//!    ERROR leaves through `longjmp`, skipping Rust frames. The nesting levels a failed call
+//!    leaves raised are put back by the (sub)transaction abort that every caught ERROR goes
+//!    through (PostgreSQL allows continuing after an ERROR only by aborting the transaction or
+//!    a subtransaction): each subtransaction's start records the levels, its abort restores
+//!    them, a transaction's abort zeroes them. That costs nothing per statement, where
+//!    `PG_TRY/PG_FINALLY` around every call (what pg_stat_statements does) costs a `sigsetjmp`.
 //!
 //! Each trampoline copies what it needs into plain Rust values and hands them to
 //! `recorder.rs`, which holds the logic.
@@ -20,7 +23,7 @@
 use crate::backend::BackendCell;
 use crate::recorder::Statement as _;
 use crate::stats::counters::{BufferCounters, JitCounters, Phase, Sample, WalCounters};
-use crate::stats::timing::{Accumulated, Frames};
+use crate::stats::timing::{Accumulated, Frame, Frames};
 use crate::{explain, gucs, querytext, recorder, shmem};
 use pgrx::pg_sys;
 use std::ffi::{c_char, c_int, c_void};
@@ -32,7 +35,79 @@ static mut NESTING: i32 = 0;
 static mut PLAN_NESTING: i32 = 0;
 
 /// Time and I/O of the statements this backend is running (see `stats::timing`).
-static FRAMES: BackendCell<Frames> = BackendCell::new(Frames::new());
+static FRAMES: BackendCell<Frames<USAGE_WORDS>> = BackendCell::new(Frames::new());
+
+/// Words of the server's cumulative buffer and WAL counters (`pgBufferUsage`, `pgWalUsage`):
+/// structs of 64-bit integers and `instr_time`s (two 64-bit integers each).
+const BUFFER_WORDS: usize = std::mem::size_of::<pg_sys::BufferUsage>() / 8;
+const WAL_WORDS: usize = std::mem::size_of::<pg_sys::WalUsage>() / 8;
+/// A frame's words: the monotonic clock in nanoseconds, then the buffer and WAL counters.
+const USAGE_WORDS: usize = 1 + BUFFER_WORDS + WAL_WORDS;
+const _: () = assert!(
+    std::mem::size_of::<pg_sys::BufferUsage>().is_multiple_of(8)
+        && std::mem::size_of::<pg_sys::WalUsage>().is_multiple_of(8)
+        && std::mem::align_of::<pg_sys::BufferUsage>() == 8
+        && std::mem::align_of::<pg_sys::WalUsage>() == 8
+);
+
+/// Subtract (`SIGN = -1`) or add (`SIGN = 1`) the counters a frame accumulates, as they are
+/// now, to a frame's words, reading them where they are.
+#[inline(always)]
+fn apply_now<const SIGN: i64>(w: &mut [i64; USAGE_WORDS]) {
+    // SAFETY: backend-local globals of plain 64-bit words (sizes asserted above), read while
+    // nothing else runs in this process.
+    let (b, v) = unsafe {
+        (
+            &*(&raw const pg_sys::pgBufferUsage).cast::<[i64; BUFFER_WORDS]>(),
+            &*(&raw const pg_sys::pgWalUsage).cast::<[i64; WAL_WORDS]>(),
+        )
+    };
+    w[0] = w[0].wrapping_add(SIGN.wrapping_mul(monotonic_ns()));
+    let (bw, vw) = w[1..].split_at_mut(BUFFER_WORDS);
+    for (x, y) in bw.iter_mut().zip(b) {
+        *x = x.wrapping_add(SIGN.wrapping_mul(*y));
+    }
+    for (x, y) in vw.iter_mut().zip(v) {
+        *x = x.wrapping_add(SIGN.wrapping_mul(*y));
+    }
+}
+
+/// The execution sample of a finished statement's frame: its time and I/O over all its calls.
+#[inline(always)]
+fn frame_sample(frame: &Frame<USAGE_WORDS>, jit: Option<JitCounters>) -> Sample {
+    let w = &frame.words;
+    // SAFETY: the words hold a `BufferUsage` and a `WalUsage` laid out as in `apply_now`, at
+    // 8-byte alignment (sizes and alignment asserted above); every bit pattern is a valid value
+    // of their integer fields.
+    let (b, v) = unsafe {
+        (&*w[1..].as_ptr().cast::<pg_sys::BufferUsage>(), &*w[1 + BUFFER_WORDS..].as_ptr().cast::<pg_sys::WalUsage>())
+    };
+    let time_ns = w[0];
+    Sample {
+        phase: Phase::Exec,
+        duration_ms: time_ns as f64 / 1e6,
+        duration_ns: time_ns.max(0) as u64,
+        rows: frame.rows,
+        buffers: BufferCounters {
+            shared_blks_hit: b.shared_blks_hit,
+            shared_blks_read: b.shared_blks_read,
+            shared_blks_dirtied: b.shared_blks_dirtied,
+            shared_blks_written: b.shared_blks_written,
+            local_blks_hit: b.local_blks_hit,
+            local_blks_read: b.local_blks_read,
+            local_blks_dirtied: b.local_blks_dirtied,
+            local_blks_written: b.local_blks_written,
+            temp_blks_read: b.temp_blks_read,
+            temp_blks_written: b.temp_blks_written,
+            blk_read_time_ns: instr_ns(&b.blk_read_time),
+            blk_write_time_ns: instr_ns(&b.blk_write_time),
+            temp_blk_read_time_ns: instr_ns(&b.temp_blk_read_time),
+            temp_blk_write_time_ns: instr_ns(&b.temp_blk_write_time),
+        },
+        wal: WalCounters { records: v.wal_records, fpi: v.wal_fpi, bytes: v.wal_bytes },
+        jit,
+    }
+}
 
 static mut PREV_POST_PARSE_ANALYZE: pg_sys::post_parse_analyze_hook_type = None;
 static mut PREV_PLANNER: pg_sys::planner_hook_type = None;
@@ -47,7 +122,7 @@ static mut PREV_PROCESS_UTILITY: pg_sys::ProcessUtility_hook_type = None;
 /// `sigsetjmp` per call.
 mod raw {
     use pgrx::pg_sys::*;
-    use std::ffi::{c_char, c_int, c_void};
+    use std::ffi::{c_char, c_int};
     unsafe extern "C-unwind" {
         pub fn standard_ExecutorStart(query_desc: *mut QueryDesc, eflags: c_int);
         pub fn standard_ExecutorRun(
@@ -77,14 +152,6 @@ mod raw {
         );
         pub fn GetUserId() -> Oid;
         pub fn GetCurrentStatementStartTimestamp() -> TimestampTz;
-        pub fn pg_re_throw() -> !;
-        /// From pgrx's C shim (always linked): runs `code(jbuf, env)` after `sigsetjmp(jbuf)`,
-        /// returning the `siglongjmp` value when an ERROR jumps back.
-        pub fn call_closure_with_sigsetjmp(
-            savemask: c_int,
-            env: *mut c_void,
-            code: unsafe extern "C-unwind" fn(jbuf: *mut c_void, env: *mut c_void) -> c_int,
-        ) -> c_int;
     }
 }
 
@@ -111,28 +178,55 @@ pub fn install() {
     }
 }
 
-/// A failed statement never reaches ExecutorEnd: forget its timing frame when its transaction
-/// aborts.
+/// A transaction ended: no statement of it runs any more (see [`Frames::xact_ended`]); after an
+/// abort, the ERROR that caused it left the nesting levels of the calls it interrupted raised.
 unsafe extern "C-unwind" fn xact_callback(event: pg_sys::XactEvent::Type, _arg: *mut c_void) {
-    if matches!(event, pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT) {
-        FRAMES.with(Frames::xact_aborted);
+    use pg_sys::XactEvent::*;
+    match event {
+        XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_ABORT => {
+            FRAMES.with(Frames::xact_ended);
+            // SAFETY: backend-local counters; nothing of ours runs during the callback.
+            unsafe {
+                NESTING = 0;
+                PLAN_NESTING = 0;
+            }
+        }
+        // Not the levels: a procedure's COMMIT runs inside a CALL, one level down.
+        XACT_EVENT_COMMIT | XACT_EVENT_PREPARE => {
+            FRAMES.with(Frames::xact_ended);
+        }
+        _ => {}
     }
 }
 
-/// Likewise for subtransactions (savepoints, PL/pgSQL exception blocks), which must keep the
-/// frames of statements that started before them.
+/// Likewise for subtransactions (savepoints, PL/pgSQL exception blocks): an abort drops the
+/// frames of the statements that started inside it and puts the levels back to those at its
+/// start; statements that started before it keep their frames.
 unsafe extern "C-unwind" fn subxact_callback(
     event: pg_sys::SubXactEvent::Type,
     subid: pg_sys::SubTransactionId,
     _parent: pg_sys::SubTransactionId,
     _arg: *mut c_void,
 ) {
-    match event {
-        pg_sys::SubXactEvent::SUBXACT_EVENT_START_SUB => FRAMES.with(|f| f.subxact_started(subid)),
-        pg_sys::SubXactEvent::SUBXACT_EVENT_COMMIT_SUB => FRAMES.with(|f| f.subxact_committed(subid)),
-        pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB => FRAMES.with(|f| f.subxact_aborted(subid)),
-        _ => None,
-    };
+    // SAFETY: backend-local counters; nothing of ours runs during the callback.
+    unsafe {
+        match event {
+            pg_sys::SubXactEvent::SUBXACT_EVENT_START_SUB => {
+                let levels = [NESTING, PLAN_NESTING];
+                FRAMES.with(|f| f.subxact_started(subid, levels));
+            }
+            pg_sys::SubXactEvent::SUBXACT_EVENT_COMMIT_SUB => {
+                FRAMES.with(|f| f.subxact_committed(subid));
+            }
+            pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB => {
+                if let Some(Some([nesting, plan_nesting])) = FRAMES.with(|f| f.subxact_aborted(subid)) {
+                    NESTING = nesting;
+                    PLAN_NESTING = plan_nesting;
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// The clock and the backend's I/O counters at the start of a timed call.
@@ -166,43 +260,8 @@ impl Snapshot {
         let now = Snapshot::take();
         Accumulated {
             time_ns: now.at_ns - self.at_ns,
-            rows: 0,
             buffers: buffer_diff(&now.buffers, &self.buffers),
             wal: wal_diff(&now.wal, &self.wal),
-        }
-    }
-}
-
-/// `PG_TRY { body } PG_FINALLY { finally } PG_END_TRY`: runs `finally` whether `body` returns
-/// or raises an ERROR, then re-throws that ERROR untouched.
-///
-/// # Safety
-/// `body` must hold nothing with a destructor (an ERROR `longjmp`s over its frame), and must be
-/// called on the backend's main thread.
-#[inline(always)]
-unsafe fn try_finally<B: FnOnce()>(body: B, finally: impl FnOnce()) {
-    unsafe extern "C-unwind" fn run<B: FnOnce()>(jbuf: *mut c_void, env: *mut c_void) -> c_int {
-        // SAFETY: `env` is the `Option<B>` below, alive until `call_closure_with_sigsetjmp`
-        // returns; `jbuf` is the shim's jump buffer, valid while this frame exists.
-        unsafe {
-            pg_sys::PG_exception_stack = jbuf.cast();
-            if let Some(body) = (*env.cast::<Option<B>>()).take() {
-                body();
-            }
-        }
-        0
-    }
-    // SAFETY: the same save/restore as the C macros; see the function's contract.
-    unsafe {
-        let saved_exception_stack = pg_sys::PG_exception_stack;
-        let saved_context_stack = pg_sys::error_context_stack;
-        let mut body = Some(body);
-        let jumped = raw::call_closure_with_sigsetjmp(0, (&raw mut body).cast(), run::<B>);
-        pg_sys::PG_exception_stack = saved_exception_stack;
-        pg_sys::error_context_stack = saved_context_stack;
-        finally();
-        if jumped != 0 {
-            raw::pg_re_throw();
         }
     }
 }
@@ -274,6 +333,9 @@ unsafe extern "C-unwind" fn post_parse_analyze(
         let queryid = (*query).queryId;
         let toplevel = NESTING == 0;
         let userid = raw::GetUserId().to_u32();
+        if recorder::known_at_parse(queryid, userid, toplevel) {
+            return;
+        }
         let (source, location, len) = ((*pstate).p_sourcetext, (*query).stmt_location, (*query).stmt_len);
         guarded(|| {
             recorder::note_parsed(queryid, userid, toplevel, || querytext::normalized(jstate, source, location, len))
@@ -301,9 +363,9 @@ unsafe extern "C-unwind" fn planner(
             return call();
         }
         let start = Snapshot::take();
-        let mut result = std::ptr::null_mut();
         PLAN_NESTING += 1;
-        try_finally(|| result = call(), || PLAN_NESTING -= 1);
+        let result = call();
+        PLAN_NESTING -= 1;
         let d = start.elapsed();
         let (queryid, location, len) = ((*parse).queryId, (*parse).stmt_location, (*parse).stmt_len);
         let sample = Sample {
@@ -343,27 +405,26 @@ unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, e
 }
 
 /// Run one ExecutorRun/ExecutorFinish call one level deeper, timing it if its statement is
-/// timed (and, for ExecutorRun, counting the rows it processed), and restoring the level even if
-/// the call raises an ERROR.
+/// timed (and, for ExecutorRun, counting the rows it processed). If the call raises an ERROR,
+/// the abort of the (sub)transaction that catches it restores the level (see the module
+/// documentation) and drops the frame, or [`Frames::xact_ended`] does.
 ///
 /// # Safety
 /// `call` is a pass-through to the previous hook or standard function (no destructors).
 #[inline(always)]
 unsafe fn run_nested(query_desc: *mut pg_sys::QueryDesc, count_rows: bool, call: impl FnOnce()) {
     let id = query_desc as usize;
-    let start = FRAMES.with(|f| f.is_timed(id)).unwrap_or(false).then(Snapshot::take);
+    let timed = FRAMES.with(|f| f.resume(id, apply_now::<-1>)).unwrap_or(false);
     // SAFETY: see the function contract; NESTING is backend-local.
     unsafe {
         NESTING += 1;
-        try_finally(call, || NESTING -= 1);
-    }
-    if let Some(start) = start {
-        let mut d = start.elapsed();
-        if count_rows {
-            // SAFETY: the query is still running, so its estate is valid.
-            d.rows = unsafe { (*(*query_desc).estate).es_processed };
+        call();
+        NESTING -= 1;
+        if timed {
+            // SAFETY: the query has not ended (ExecutorEnd frees it), so its estate is valid.
+            let rows = if count_rows { (*(*query_desc).estate).es_processed } else { 0 };
+            FRAMES.with(|f| f.pause(id, rows, apply_now::<1>));
         }
-        FRAMES.with(|f| f.add(id, &d));
     }
 }
 
@@ -406,21 +467,17 @@ unsafe extern "C-unwind" fn executor_end(query_desc: *mut pg_sys::QueryDesc) {
     // SAFETY: valid QueryDesc; everything is read before the standard ExecutorEnd frees it.
     unsafe {
         let queryid = (*(*query_desc).plannedstmt).queryId;
-        let timed = if queryid != 0 { FRAMES.with(|f| f.end(query_desc as usize)).flatten() } else { None };
-        if let Some(frame) = timed
-            && enabled(NESTING)
-        {
-            let acc = frame.acc;
+        let timed = if queryid != 0 {
             let estate = (*query_desc).estate;
-            let sample = Sample {
-                phase: Phase::Exec,
-                duration_ms: acc.time_ms(),
-                duration_ns: acc.time_ns.max(0) as u64,
-                rows: acc.rows,
-                buffers: acc.buffers,
-                wal: acc.wal,
-                jit: (!(*estate).es_jit.is_null()).then(|| jit_counters(&(*(*estate).es_jit).instr)),
-            };
+            let jit = (!(*estate).es_jit.is_null()).then(|| jit_counters(&(*(*estate).es_jit).instr));
+            FRAMES
+                .with(|f| f.end_with(query_desc as usize, |frame| (frame_sample(frame, jit), frame.sampled)))
+                .flatten()
+        } else {
+            None
+        };
+        // A statement has a frame only if it was recorded when it started.
+        if let Some((sample, sampled)) = timed {
             let key = statement_key(queryid);
             let stmt = (*(*query_desc).plannedstmt).stmt_location;
             let stmt_len = (*(*query_desc).plannedstmt).stmt_len;
@@ -438,7 +495,7 @@ unsafe extern "C-unwind" fn executor_end(query_desc: *mut pg_sys::QueryDesc) {
                         if gucs::slow_query_plans() { explain::capture(query_desc) } else { Default::default() };
                     recorder::record_slow(key, &sample, statement.text(), plans);
                 }
-                if frame.sampled {
+                if sampled {
                     recorder::record_quals(&crate::quals::collect::collect(query_desc, queryid, key.userid, key.dbid));
                     recorder::refresh_example(&key, &statement);
                 }
@@ -484,7 +541,8 @@ unsafe extern "C-unwind" fn process_utility(
         }
         let start = Snapshot::take();
         NESTING += 1;
-        try_finally(call, || NESTING -= 1);
+        call();
+        NESTING -= 1;
         let d = start.elapsed();
         if saved_queryid == 0 {
             return;

@@ -14,6 +14,7 @@ use crate::shmem;
 use crate::stats::counters::{self, Phase, Progress, Sample};
 use crate::stats::examples::{self, Example, ExampleParam};
 use crate::stats::quals::Observed;
+use crate::stats::sampler::Sampler;
 use crate::stats::slow_ring::{SlowQuery, pack};
 use crate::stats::table::EntryKey;
 use crate::{gucs, querytext};
@@ -104,6 +105,18 @@ fn with_memory<R>(f: impl FnOnce(&mut BackendMemory) -> R) -> Option<R> {
 #[inline]
 fn memo_key(queryid: u64, userid: u32, toplevel: bool) -> u64 {
     queryid ^ (u64::from(userid) << 1 | u64::from(toplevel)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// Whether this backend remembers, in its small front table, that the statement has an entry:
+/// the common case at parse analysis, checked before anything that could fail or allocate.
+#[inline]
+pub fn known_at_parse(queryid: u64, userid: u32, toplevel: bool) -> bool {
+    let Some(atomics) = shmem::atomics() else { return true };
+    let generation = atomics.generation.load(Ordering::Acquire);
+    let key = memo_key(queryid, userid, toplevel);
+    MEMORY
+        .with(|m| m.as_ref().is_some_and(|m| m.generation == generation && m.front[key as usize % FRONT_SLOTS] == key))
+        .unwrap_or(false)
 }
 
 /// Parse analysis found constants in a statement: prepare its normalized text unless this
@@ -218,7 +231,7 @@ const EXAMPLE_REFRESH: u64 = 8;
 
 /// At a sampled execution: refresh the statement's example now and then.
 pub fn refresh_example(key: &StatementKey, statement: &impl Statement) {
-    let draw = SAMPLER.with(|s| *s).unwrap_or(1);
+    let draw = SAMPLER.with(|s| s.state()).unwrap_or(1);
     if draw.is_multiple_of(EXAMPLE_REFRESH) {
         let variant = ((draw / EXAMPLE_REFRESH) % u64::from(examples::SAMPLED)) as u8;
         store_example(key, variant, statement);
@@ -255,8 +268,7 @@ pub fn record_quals(observed: &[Observed]) {
     });
 }
 
-/// A small xorshift generator per backend, for sampling decisions.
-static SAMPLER: BackendCell<u64> = BackendCell::new(0);
+static SAMPLER: BackendCell<Sampler> = BackendCell::new(Sampler::new());
 
 /// Whether this execution's predicates are sampled (`voxperf.qual_sample_rate`).
 #[inline]
@@ -269,14 +281,11 @@ pub fn sample_quals() -> bool {
         return false;
     }
     SAMPLER
-        .with(|state| {
-            if *state == 0 {
-                *state = (querytext::backend_pid() as u64) << 32 ^ querytext::now() as u64 | 1;
+        .with(|s| {
+            if !s.is_seeded() {
+                s.seed((querytext::backend_pid() as u64) << 32 ^ querytext::now() as u64);
             }
-            *state ^= *state << 13;
-            *state ^= *state >> 7;
-            *state ^= *state << 17;
-            ((*state >> 11) as f64 / (1u64 << 53) as f64) < rate
+            s.pick(rate)
         })
         .unwrap_or(false)
 }

@@ -85,6 +85,46 @@ async fn an_error_in_a_nested_statement_does_not_corrupt_nesting() {
 }
 
 #[tokio::test]
+async fn cursors_failing_inside_rolled_back_savepoints_do_not_stop_the_recording() {
+    let c = connect().await;
+    let m = marker("curfail");
+    c.batch_execute(&format!(
+        "SET voxperf.track = 'all';
+         CREATE FUNCTION {m}() RETURNS int LANGUAGE plpgsql AS $$
+         DECLARE c refcursor; r int;
+         BEGIN
+           OPEN c FOR SELECT 1 / (3 - x) FROM generate_series(1, 5) x;
+           BEGIN
+             LOOP FETCH c INTO r; EXIT WHEN NOT FOUND; END LOOP;
+           EXCEPTION WHEN division_by_zero THEN RETURN 2;
+           END;
+           RETURN 1;
+         END $$"
+    ))
+    .await
+    .unwrap();
+    // A cursor opened before an exception block and failing inside it: its statement started
+    // outside the subtransaction that caught the error, and PostgreSQL marks its portal failed.
+    // However many of these a session runs (more than the 64 statements a backend times at
+    // once), what follows is recorded.
+    for _ in 0..70 {
+        let rows = c.simple_query(&format!("SELECT {m}()")).await.unwrap();
+        let caught =
+            rows.iter().any(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("2")));
+        assert!(caught, "the division by zero was caught inside the function");
+    }
+    let after_fn = unique_function(&c, "aftercursors").await;
+    for _ in 0..3 {
+        c.simple_query(&format!("SELECT {after_fn}()")).await.unwrap();
+    }
+    let after = stats_matching(&c, &format!("SELECT {after_fn}()")).await;
+    assert_eq!(after.len(), 1, "the statement after the failed cursors was recorded: {after:?}");
+    assert_eq!(after[0].calls, 3);
+    assert!(after[0].toplevel);
+    c.batch_execute(&format!("RESET voxperf.track; DROP FUNCTION {after_fn}(); DROP FUNCTION {m}()")).await.unwrap();
+}
+
+#[tokio::test]
 async fn errors_reach_the_client_exactly_as_postgres_raised_them() {
     let c = connect().await;
     let m = marker("errpass");

@@ -236,15 +236,6 @@ fn home(slots: usize, dbid: u32, queryid: u64, variant: u8) -> usize {
 }
 
 impl Examples<'_> {
-    /// The statement's constancy record as its slots hold it (the most captures).
-    fn constancy_of(&self, dbid: u32, queryid: u64) -> Constancy {
-        (0..VARIANTS)
-            .filter_map(|v| self.slot_of(dbid, queryid, v))
-            .map(|i| self.slots[i].constancy())
-            .max_by_key(|c| c.captures)
-            .unwrap_or_default()
-    }
-
     fn slot_of(&self, dbid: u32, queryid: u64, variant: u8) -> Option<usize> {
         let n = self.slots.len();
         let start = home(n, dbid, queryid, variant);
@@ -253,16 +244,28 @@ impl Examples<'_> {
 
     /// Fold an execution into its statement's constancy record without keeping it as an
     /// example (when its variant's slot is to stay as it is).
-    pub fn observe(&mut self, e: &Example) {
+    /// Returns the record after folding (a new record when no slot holds the statement yet).
+    pub fn observe(&mut self, e: &Example) -> Constancy {
         if self.slots.is_empty() {
-            return;
+            return Constancy::default();
         }
-        let held: Vec<usize> = (0..VARIANTS).filter_map(|v| self.slot_of(e.dbid, e.queryid, v)).collect();
-        let mut c = held.iter().map(|&i| self.slots[i].constancy()).max_by_key(|c| c.captures).unwrap_or_default();
+        let mut held = [None; VARIANTS as usize];
+        for (v, h) in held.iter_mut().enumerate() {
+            *h = self.slot_of(e.dbid, e.queryid, v as u8);
+        }
+        // Every slot of a statement holds its latest record; the most captures wins should they
+        // ever differ.
+        let mut c = held
+            .iter()
+            .flatten()
+            .max_by_key(|&&i| self.slots[i].lit_captures)
+            .map(|&i| self.slots[i].constancy())
+            .unwrap_or_default();
         c.observe(&literal_fingerprints(e));
-        for i in held {
+        for &i in held.iter().flatten() {
             self.slots[i].set_constancy(&c);
         }
+        c
     }
 
     /// Keep `e` as the example of its statement (its variant), folding it into the statement's
@@ -271,16 +274,7 @@ impl Examples<'_> {
         if self.slots.is_empty() {
             return false;
         }
-        self.observe(e);
-        let constancy = self.constancy_of(e.dbid, e.queryid);
-        let constancy = if constancy.captures == 0 {
-            // No slot of the statement yet: the record starts with this execution.
-            let mut c = Constancy::default();
-            c.observe(&literal_fingerprints(e));
-            c
-        } else {
-            constancy
-        };
+        let constancy = self.observe(e);
         self.put(e, &constancy, seq)
     }
 

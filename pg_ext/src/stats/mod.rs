@@ -10,6 +10,7 @@ pub mod literals;
 pub mod normalize;
 pub mod persist;
 pub mod quals;
+pub mod sampler;
 pub mod slow_ring;
 pub mod spin;
 pub mod table;
