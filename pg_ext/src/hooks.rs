@@ -50,10 +50,20 @@ const _: () = assert!(
         && std::mem::align_of::<pg_sys::WalUsage>() == 8
 );
 
+/// Words of `BufferUsage` before its I/O times (which follow, to its end).
+const BUFFER_COUNT_WORDS: usize = std::mem::offset_of!(pg_sys::BufferUsage, blk_read_time) / 8;
+const _: () = assert!(
+    std::mem::offset_of!(pg_sys::BufferUsage, blk_read_time) == BUFFER_COUNT_WORDS * 8
+        && std::mem::offset_of!(pg_sys::BufferUsage, blk_write_time) > BUFFER_COUNT_WORDS * 8
+        && std::mem::offset_of!(pg_sys::BufferUsage, temp_blk_read_time) > BUFFER_COUNT_WORDS * 8
+        && std::mem::offset_of!(pg_sys::BufferUsage, temp_blk_write_time) > BUFFER_COUNT_WORDS * 8
+);
+
 /// Subtract (`SIGN = -1`) or add (`SIGN = 1`) the counters a frame accumulates, as they are
-/// now, to a frame's words, reading them where they are.
+/// now, to a frame's words, reading them where they are. The I/O times move only while
+/// `track_io_timing` is on: a frame that started with it off leaves them out (they stay 0).
 #[inline(always)]
-fn apply_now<const SIGN: i64>(w: &mut [i64; USAGE_WORDS]) {
+fn apply_now<const SIGN: i64>(w: &mut [i64; USAGE_WORDS], io_timing: bool) {
     // SAFETY: backend-local globals of plain 64-bit words (sizes asserted above), read while
     // nothing else runs in this process.
     let (b, v) = unsafe {
@@ -64,8 +74,14 @@ fn apply_now<const SIGN: i64>(w: &mut [i64; USAGE_WORDS]) {
     };
     w[0] = w[0].wrapping_add(SIGN.wrapping_mul(monotonic_ns()));
     let (bw, vw) = w[1..].split_at_mut(BUFFER_WORDS);
-    for (x, y) in bw.iter_mut().zip(b) {
+    let (counts, times) = bw.split_at_mut(BUFFER_COUNT_WORDS);
+    for (x, y) in counts.iter_mut().zip(&b[..BUFFER_COUNT_WORDS]) {
         *x = x.wrapping_add(SIGN.wrapping_mul(*y));
+    }
+    if io_timing {
+        for (x, y) in times.iter_mut().zip(&b[BUFFER_COUNT_WORDS..]) {
+            *x = x.wrapping_add(SIGN.wrapping_mul(*y));
+        }
     }
     for (x, y) in vw.iter_mut().zip(v) {
         *x = x.wrapping_add(SIGN.wrapping_mul(*y));
@@ -379,7 +395,7 @@ unsafe extern "C-unwind" fn planner(
         };
         let key = statement_key(queryid);
         let statement = Executed { source: query_string, location, len, params: bound_params, plannable: true };
-        guarded(|| recorder::record(key, &sample, &statement));
+        guarded(|| recorder::record(&key, &sample, &statement));
         result
     }
 }
@@ -399,7 +415,8 @@ unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, e
             None => raw::standard_ExecutorStart(query_desc, eflags),
         }
         if tracked {
-            FRAMES.with(|f| f.begin(query_desc as usize, sampled));
+            let io_timing = pg_sys::track_io_timing;
+            FRAMES.with(|f| f.begin(query_desc as usize, sampled, io_timing));
         }
     }
 }
@@ -467,18 +484,27 @@ unsafe extern "C-unwind" fn executor_end(query_desc: *mut pg_sys::QueryDesc) {
     // SAFETY: valid QueryDesc; everything is read before the standard ExecutorEnd frees it.
     unsafe {
         let queryid = (*(*query_desc).plannedstmt).queryId;
+        // The sample is written once, where it stays (this path runs for every statement).
+        let mut sample = std::mem::MaybeUninit::<Sample>::uninit();
         let timed = if queryid != 0 {
             let estate = (*query_desc).estate;
             let jit = (!(*estate).es_jit.is_null()).then(|| jit_counters(&(*(*estate).es_jit).instr));
             FRAMES
-                .with(|f| f.end_with(query_desc as usize, |frame| (frame_sample(frame, jit), frame.sampled)))
+                .with(|f| {
+                    f.end_with(query_desc as usize, |frame| {
+                        sample.write(frame_sample(frame, jit));
+                        frame.sampled
+                    })
+                })
                 .flatten()
         } else {
             None
         };
         // A statement has a frame only if it was recorded when it started.
-        if let Some((sample, sampled)) = timed {
-            let key = statement_key(queryid);
+        if let Some(sampled) = timed {
+            // SAFETY: written by the closure whenever it returned a frame's verdict.
+            let sample = sample.assume_init_ref();
+            let key = &statement_key(queryid);
             let stmt = (*(*query_desc).plannedstmt).stmt_location;
             let stmt_len = (*(*query_desc).plannedstmt).stmt_len;
             let statement = Executed {
@@ -489,15 +515,15 @@ unsafe extern "C-unwind" fn executor_end(query_desc: *mut pg_sys::QueryDesc) {
                 plannable: true,
             };
             guarded(|| {
-                recorder::record(key, &sample, &statement);
+                recorder::record(key, sample, &statement);
                 if recorder::is_slow(sample.duration_ms) {
                     let plans =
                         if gucs::slow_query_plans() { explain::capture(query_desc) } else { Default::default() };
-                    recorder::record_slow(key, &sample, statement.text(), plans);
+                    recorder::record_slow(key, sample, statement.text(), plans);
                 }
                 if sampled {
                     recorder::record_quals(&crate::quals::collect::collect(query_desc, queryid, key.userid, key.dbid));
-                    recorder::refresh_example(&key, &statement);
+                    recorder::refresh_example(key, &statement);
                 }
             });
         }
@@ -574,9 +600,9 @@ unsafe extern "C-unwind" fn process_utility(
         let statement =
             Executed { source: query_string, location, len, params: std::ptr::null_mut(), plannable: false };
         guarded(|| {
-            recorder::record(key, &sample, &statement);
+            recorder::record(&key, &sample, &statement);
             if recorder::is_slow(sample.duration_ms) {
-                recorder::record_slow(key, &sample, statement.text(), Default::default());
+                recorder::record_slow(&key, &sample, statement.text(), Default::default());
             }
         });
     }

@@ -145,19 +145,19 @@ pub fn note_parsed(queryid: u64, userid: u32, toplevel: bool, normalized: impl F
 
 /// Fold one planning or execution sample into the statement's entry, creating the entry (with
 /// the normalized text if one was prepared, else the statement's own text) when it is new.
-pub fn record(key: StatementKey, sample: &Sample, statement: &impl Statement) {
+pub fn record(key: &StatementKey, sample: &Sample, statement: &impl Statement) {
     let entry_key = EntryKey::new(key.userid, key.dbid, key.queryid, key.toplevel);
     if let Some(progress) = shmem::update_existing(&entry_key, sample, key.at) {
-        confirm(&key);
+        confirm(key);
         if sample.phase == Phase::Exec {
-            note_example(&key, progress, statement);
+            note_example(key, progress, statement);
         }
     } else if shmem::is_ready() {
-        insert(&key, &entry_key, sample, || statement.text());
+        insert(key, &entry_key, sample, || statement.text());
         // The first execution is the first example the advisor gets, and the slowest so far
         // (a later one replaces it only by being slower).
-        store_example(&key, 0, statement);
-        store_example(&key, examples::SLOWEST, statement);
+        store_example(key, 0, statement);
+        store_example(key, examples::SLOWEST, statement);
     }
 }
 
@@ -310,7 +310,7 @@ pub fn is_slow(duration_ms: f64) -> bool {
 
 /// Keep a slow execution with its text and plans (text, JSON) in the slow-query ring.
 #[cold]
-pub fn record_slow(key: StatementKey, sample: &Sample, statement: Vec<u8>, plans: (Option<Vec<u8>>, Option<Vec<u8>>)) {
+pub fn record_slow(key: &StatementKey, sample: &Sample, statement: Vec<u8>, plans: (Option<Vec<u8>>, Option<Vec<u8>>)) {
     let q = SlowQuery {
         finished_at: querytext::now(),
         pid: querytext::backend_pid(),

@@ -85,6 +85,55 @@ async fn an_error_in_a_nested_statement_does_not_corrupt_nesting() {
 }
 
 #[tokio::test]
+async fn nesting_levels_hold_across_commits_and_caught_errors_inside_procedures() {
+    let c = connect().await;
+    let m = marker("proccommit");
+    // The loop's query calls a function of its own: query ids ignore aliases and constants.
+    let g = unique_function(&c, "procloop").await;
+    c.batch_execute(&format!(
+        "SET voxperf.track = 'all';
+         CREATE TABLE {m} (i int);
+         CREATE PROCEDURE {m}_p() LANGUAGE plpgsql AS $$
+         DECLARE r record;
+         BEGIN
+           FOR r IN SELECT x + {g}() AS v FROM generate_series(1, 3) x LOOP
+             INSERT INTO {m} VALUES (r.v);
+             COMMIT;
+           END LOOP;
+           BEGIN PERFORM 1 / 0; EXCEPTION WHEN division_by_zero THEN NULL; END;
+         END $$"
+    ))
+    .await
+    .unwrap();
+    // The procedure commits three times (its loop's query is run to completion at the first
+    // commit) and catches an error in a subtransaction; each of these must leave the levels as
+    // they were.
+    for _ in 0..2 {
+        c.batch_execute(&format!("CALL {m}_p()")).await.unwrap();
+    }
+    c.simple_query(&format!("SELECT count(*) FROM {m}")).await.unwrap();
+    // The entries whose text starts with `start` (the procedure's own text holds the others).
+    let starting = |start: String| {
+        let c = &c;
+        async move {
+            let all = stats_matching(c, &start).await;
+            all.into_iter().filter(|s| s.query.as_deref().is_some_and(|q| q.starts_with(&start))).collect::<Vec<_>>()
+        }
+    };
+    let call = starting(format!("CALL {m}_p()")).await;
+    assert_eq!((call.len(), call[0].calls, call[0].toplevel), (1, 2, true), "{call:?}");
+    let insert = starting(format!("INSERT INTO {m} VALUES")).await;
+    assert_eq!((insert.len(), insert[0].calls, insert[0].toplevel), (1, 6, false), "{insert:?}");
+    let the_loop = starting(format!("SELECT x + {g}() AS v")).await;
+    assert_eq!((the_loop.len(), the_loop[0].calls, the_loop[0].toplevel), (1, 2, false), "{the_loop:?}");
+    let after = starting(format!("SELECT count(*) FROM {m}")).await;
+    assert_eq!((after.len(), after[0].toplevel), (1, true), "{after:?}");
+    c.batch_execute(&format!("RESET voxperf.track; DROP PROCEDURE {m}_p(); DROP TABLE {m}; DROP FUNCTION {g}()"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
 async fn cursors_failing_inside_rolled_back_savepoints_do_not_stop_the_recording() {
     let c = connect().await;
     let m = marker("curfail");

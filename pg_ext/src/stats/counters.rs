@@ -182,8 +182,13 @@ impl Counters {
             let old_mean = self.mean_time[k];
             self.mean_time[k] += (t - old_mean) / self.calls[k] as f64;
             self.sum_var_time[k] += (t - old_mean) * (t - self.mean_time[k]);
-            self.min_time[k] = self.min_time[k].min(t);
-            self.max_time[k] = self.max_time[k].max(t);
+            // Plain comparisons: durations are never NaN (f64::min/max would handle it).
+            if t < self.min_time[k] {
+                self.min_time[k] = t;
+            }
+            if t > self.max_time[k] {
+                self.max_time[k] = t;
+            }
         }
         if s.phase == Phase::Exec {
             self.exec_histogram.record(s.duration_ns);

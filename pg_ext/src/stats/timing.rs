@@ -42,6 +42,9 @@ pub struct Frame<const W: usize> {
     pub rows: u64,
     /// Picked for predicate sampling (its plan nodes count rows).
     pub sampled: bool,
+    /// I/O timing was on when the statement started: the words include the I/O times (which
+    /// move only while it is on), and every call handles them.
+    pub io_timing: bool,
     /// A call has started and not ended.
     running: bool,
     /// A call never ended (an ERROR left it, and the frame survived because the statement
@@ -74,14 +77,14 @@ impl<const W: usize> Frames<W> {
     }
 
     /// Start timing statement `id`. False when too many statements are running.
-    pub fn begin(&mut self, id: usize, sampled: bool) -> bool {
+    pub fn begin(&mut self, id: usize, sampled: bool, io_timing: bool) -> bool {
         if self.frames.len() >= MAX_FRAMES {
             return false;
         }
         if self.frames.capacity() == 0 {
             self.frames.reserve_exact(MAX_FRAMES);
         }
-        self.frames.push(Frame { id, words: [0; W], rows: 0, sampled, running: false, broken: false });
+        self.frames.push(Frame { id, words: [0; W], rows: 0, sampled, io_timing, running: false, broken: false });
         true
     }
 
@@ -96,29 +99,30 @@ impl<const W: usize> Frames<W> {
     }
 
     /// A call of statement `id` starts: `subtract_now` subtracts the counters as they are now
-    /// from the frame's words (wrapping), and is called only when the statement is timed. Every
+    /// from the frame's words (wrapping; it is told the frame's `io_timing`), and is called
+    /// only when the statement is timed. Every
     /// word is a cumulative counter and only differences are kept, so subtracting at the start
     /// and adding at the end ([`Frames::pause`]) accumulates each call's difference in place,
     /// with no copy of the start anywhere; wrapping arithmetic keeps the result exact. Returns
     /// whether the statement is timed.
     #[inline]
-    pub fn resume(&mut self, id: usize, subtract_now: impl FnOnce(&mut [i64; W])) -> bool {
+    pub fn resume(&mut self, id: usize, subtract_now: impl FnOnce(&mut [i64; W], bool)) -> bool {
         let Some(i) = self.position(id) else { return false };
         let f = &mut self.frames[i];
         f.broken |= f.running;
         f.running = true;
-        subtract_now(&mut f.words);
+        subtract_now(&mut f.words, f.io_timing);
         true
     }
 
     /// The call of statement `id` that [`Frames::resume`] started has returned, having
     /// processed `rows`: `add_now` adds the counters as they are now (wrapping).
     #[inline]
-    pub fn pause(&mut self, id: usize, rows: u64, add_now: impl FnOnce(&mut [i64; W])) {
+    pub fn pause(&mut self, id: usize, rows: u64, add_now: impl FnOnce(&mut [i64; W], bool)) {
         if let Some(i) = self.position(id) {
             let f = &mut self.frames[i];
             f.running = false;
-            add_now(&mut f.words);
+            add_now(&mut f.words, f.io_timing);
             f.rows = f.rows.wrapping_add(rows);
         }
     }
@@ -189,19 +193,19 @@ mod tests {
     use super::*;
 
     /// Counters that read `now` at a call's start.
-    fn at<const W: usize>(now: [i64; W]) -> impl FnOnce(&mut [i64; W]) {
-        move |w| w.iter_mut().zip(now).for_each(|(w, n)| *w = w.wrapping_sub(n))
+    fn at<const W: usize>(now: [i64; W]) -> impl FnOnce(&mut [i64; W], bool) {
+        move |w, _| w.iter_mut().zip(now).for_each(|(w, n)| *w = w.wrapping_sub(n))
     }
 
     /// Counters that read `now` at a call's end.
-    fn till<const W: usize>(now: [i64; W]) -> impl FnOnce(&mut [i64; W]) {
-        move |w| w.iter_mut().zip(now).for_each(|(w, n)| *w = w.wrapping_add(n))
+    fn till<const W: usize>(now: [i64; W]) -> impl FnOnce(&mut [i64; W], bool) {
+        move |w, _| w.iter_mut().zip(now).for_each(|(w, n)| *w = w.wrapping_add(n))
     }
 
     #[test]
     fn calls_accumulate_their_differences_only() {
         let mut f = Frames::<1>::default();
-        assert!(f.begin(1, false));
+        assert!(f.begin(1, false, false));
         assert!(f.resume(1, at([100])));
         f.pause(1, 2, till([103]));
         // Time between calls (a portal waiting for its next fetch) is not counted.
@@ -214,9 +218,9 @@ mod tests {
     #[test]
     fn nested_statements_accumulate_separately() {
         let mut f = Frames::<1>::default();
-        assert!(f.begin(1, false));
+        assert!(f.begin(1, false, false));
         assert!(f.resume(1, at([0])));
-        assert!(f.begin(2, false)); // a query inside the first one
+        assert!(f.begin(2, false, false)); // a query inside the first one
         assert!(f.resume(2, at([10])));
         f.pause(2, 0, till([15]));
         f.pause(1, 0, till([30]));
@@ -224,13 +228,13 @@ mod tests {
         assert_eq!(f.end(1).unwrap().words, [30], "the outer statement's time includes the inner one");
         assert!(f.is_empty());
         assert!(!f.is_timed(1));
-        assert!(!f.resume(1, |_| unreachable!("an untimed statement reads no counters")));
+        assert!(!f.resume(1, |_, _| unreachable!("an untimed statement reads no counters")));
     }
 
     #[test]
     fn counters_that_wrap_still_give_the_right_difference() {
         let mut f = Frames::<2>::default();
-        f.begin(1, false);
+        f.begin(1, false, false);
         assert!(f.resume(1, at([i64::MAX - 1, -5])));
         f.pause(1, 0, till([i64::MAX.wrapping_add(3), 5]));
         assert_eq!(f.end(1).unwrap().words, [4, 10]);
@@ -239,13 +243,13 @@ mod tests {
     #[test]
     fn a_call_that_never_ended_leaves_nothing_to_record() {
         let mut f = Frames::<1>::default();
-        f.begin(1, false);
+        f.begin(1, false, false);
         assert!(f.resume(1, at([10]))); // an ERROR leaves this call: no pause
         assert!(f.resume(1, at([50])));
         f.pause(1, 0, till([60]));
         assert_eq!(f.end(1), None, "the words hold a start without its end");
         assert!(f.is_empty());
-        f.begin(2, false);
+        f.begin(2, false, false);
         f.resume(2, at([0]));
         assert_eq!(f.end(2), None, "ended while its call runs");
         assert!(f.is_empty());
@@ -254,9 +258,9 @@ mod tests {
     #[test]
     fn a_statement_ending_out_of_order_leaves_the_others() {
         let mut f = Frames::<1>::default();
-        f.begin(1, false);
-        f.begin(2, true);
-        f.begin(3, false);
+        f.begin(1, false, false);
+        f.begin(2, true, false);
+        f.begin(3, false, false);
         let two = f.end(2).unwrap();
         assert!(two.sampled);
         assert_eq!(f.len(), 2);
@@ -266,10 +270,10 @@ mod tests {
     #[test]
     fn a_reused_address_finds_the_live_statement_not_a_dead_one() {
         let mut f = Frames::<1>::default();
-        f.begin(7, false);
+        f.begin(7, false, false);
         f.resume(7, at([0]));
         f.pause(7, 0, till([100])); // this statement fails: no end()
-        f.begin(7, false); // a new statement allocated at the same address
+        f.begin(7, false, false); // a new statement allocated at the same address
         f.resume(7, at([200]));
         f.pause(7, 0, till([201]));
         assert_eq!(f.end(7).unwrap().words, [1]);
@@ -278,16 +282,16 @@ mod tests {
     #[test]
     fn aborts_drop_the_frames_of_failed_statements_only() {
         let mut f = Frames::<1>::default();
-        f.begin(1, false); // outer statement, alive throughout
+        f.begin(1, false, false); // outer statement, alive throughout
         f.subxact_started(2, [1, 0]);
-        f.begin(10, false); // fails inside the subtransaction
+        f.begin(10, false, false); // fails inside the subtransaction
         f.subxact_started(3, [3, 1]);
         assert_eq!(f.subxact_aborted(2), Some([1, 0]), "the levels at the outer subtransaction's start");
         assert!(f.is_timed(1));
         assert!(!f.is_timed(10));
         assert_eq!(f.subxact_aborted(3), None, "inner marks went with the outer subtransaction");
         f.subxact_started(4, [1, 0]);
-        f.begin(11, false); // a portal opened in a subtransaction that commits stays
+        f.begin(11, false, false); // a portal opened in a subtransaction that commits stays
         f.subxact_committed(4);
         assert!(f.is_timed(11));
         assert_eq!(f.subxact_aborted(4), None);
@@ -299,9 +303,9 @@ mod tests {
     fn runaway_nesting_is_bounded() {
         let mut f = Frames::<1>::default();
         for i in 0..MAX_FRAMES {
-            assert!(f.begin(i, false));
+            assert!(f.begin(i, false, false));
         }
-        assert!(!f.begin(999, false));
+        assert!(!f.begin(999, false, false));
         assert_eq!(f.len(), MAX_FRAMES);
     }
 }
