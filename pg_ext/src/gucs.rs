@@ -33,6 +33,7 @@ static ADVISOR_MAX_QUERIES: GucSetting<i32> = GucSetting::<i32>::new(50);
 static ADVISOR_MAX_CANDIDATES: GucSetting<i32> = GucSetting::<i32>::new(200);
 static ADVISOR_TIME_LIMIT: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 static ADVISOR_TRACE: GucSetting<bool> = GucSetting::<bool>::new(false);
+static ADVISOR_SAMPLE_EARLY_STOPS: GucSetting<bool> = GucSetting::<bool>::new(true);
 static NOTIFY_CHANNEL: GucSetting<Option<std::ffi::CString>> =
     GucSetting::<Option<std::ffi::CString>>::new(Some(c"voxperf_invalidate"));
 
@@ -193,6 +194,14 @@ pub fn init() {
         GucContext::Userset,
         GucFlags::default(),
     );
+    GucRegistry::define_bool_guc(
+        c"voxperf.advisor_sample_early_stops",
+        c"Check where an ORDER BY ... LIMIT scan really stops by sampling the table.",
+        c"On by default. When a plan stops early on a filtered index scan, the planner assumes the matching rows are spread evenly along the index; voxperf.suggest_indexes reads a sample of the table (a few thousand rows, TABLESAMPLE, read-only) in the statement's order to find where the LIMIT's last row really comes, and prices the plan by that when it is later. Off: the planner's estimate is taken as is.",
+        &ADVISOR_SAMPLE_EARLY_STOPS,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
     GucRegistry::define_string_guc(
         c"voxperf.notify_channel",
         c"Channel on which watched tables announce writes (see voxperf.watch_table).",
@@ -286,6 +295,10 @@ pub fn advisor_max_queries() -> usize {
 
 pub fn advisor_max_candidates() -> usize {
     ADVISOR_MAX_CANDIDATES.get().max(1) as usize
+}
+
+pub fn advisor_sample_early_stops() -> bool {
+    ADVISOR_SAMPLE_EARLY_STOPS.get()
 }
 
 pub fn advisor_trace() -> bool {

@@ -293,6 +293,89 @@ async fn general_predicates_get_the_index_kind_they_need() {
     assert_eq!(only[0].queryids, vec![queryid]);
 }
 
+/// Rows an execution of `query` read and threw away in its filters (EXPLAIN ANALYZE).
+async fn rows_removed_by_filters(c: &Client, query: &str) -> i64 {
+    let messages = c.simple_query(&format!("EXPLAIN (ANALYZE, FORMAT JSON) {query}")).await.unwrap();
+    let text = messages
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        })
+        .expect("EXPLAIN returns its plan");
+    let plan: serde_json::Value = serde_json::from_str(&text).unwrap();
+    fn walk(node: &serde_json::Value) -> i64 {
+        node.get("Rows Removed by Filter").and_then(|v| v.as_i64()).unwrap_or(0)
+            + node.get("Plans").and_then(|p| p.as_array()).map_or(0, |p| p.iter().map(walk).sum())
+    }
+    walk(&plan[0]["Plan"])
+}
+
+#[tokio::test]
+async fn an_order_correlated_with_the_filter_is_not_trusted_to_stop_early() {
+    let (_db, c) = fresh_database("advisor_early_stop").await;
+    // Four shops whose prices sit in bands of their own: the cheapest offers of shop 3 come
+    // after every offer of shops 0 to 2 in price order.
+    c.batch_execute(
+        "CREATE TABLE offer (id bigint PRIMARY KEY, shop int NOT NULL, price numeric NOT NULL,
+                             tags int[] NOT NULL, body text);
+         INSERT INTO offer
+         SELECT g, g % 4, (g % 4) * 1000 + (g * 7919 % 1000) / 10.0, ARRAY[g % 7, 100 + g % 3], repeat('x', 100)
+         FROM generate_series(1, 100000) g;
+         ANALYZE offer;",
+    )
+    .await
+    .unwrap();
+    c.batch_execute(RESET_THIS_DATABASE).await.unwrap();
+    let in_shop = |shop: i32, tag: i32| {
+        format!("SELECT id, price FROM offer WHERE shop = {shop} AND tags @> ARRAY[{tag}] ORDER BY price, id LIMIT 20")
+    };
+    for i in 0..40 {
+        c.batch_execute(&format!(
+            "SELECT id, price FROM offer WHERE tags @> ARRAY[{}] ORDER BY price, id LIMIT 20; {};",
+            i % 7,
+            in_shop(2 + i % 2, i % 7)
+        ))
+        .await
+        .unwrap();
+    }
+    let leads_with_shop = |got: &[Suggestion]| got.iter().any(|s| s.columns.first().is_some_and(|c| c == "shop"));
+
+    // The planner alone expects the price order to reach 20 matches of shop 3 after about 560
+    // rows, so one index on price serves both statements.
+    c.batch_execute("SET voxperf.advisor_sample_early_stops = off").await.unwrap();
+    let trusted = suggestions(&c, "").await;
+    c.batch_execute("RESET voxperf.advisor_sample_early_stops").await.unwrap();
+    let trusted_ddl: Vec<&str> = trusted.iter().map(|s| s.ddl.as_str()).collect();
+    assert!(!leads_with_shop(&trusted), "the scenario needs the planner to be fooled: {trusted_ddl:#?}");
+
+    // The sample shows shop 3's first match three quarters down the price order.
+    let checked = suggestions(&c, "").await;
+    let checked_ddl: Vec<&str> = checked.iter().map(|s| s.ddl.as_str()).collect();
+    assert!(leads_with_shop(&checked), "an index leading with shop for the shop search: {checked_ddl:#?}");
+
+    // And it is right: created for real, each set runs the shop search; the planner's choice
+    // with the trusted set reads through the cheaper shops, with the checked set it does not.
+    let apply = |set: &[Suggestion]| set.iter().map(|s| plain(&s.ddl)).collect::<Vec<_>>().join("; ");
+    c.batch_execute(&apply(&trusted)).await.unwrap();
+    let removed_trusted = rows_removed_by_filters(&c, &in_shop(3, 5)).await;
+    for s in &trusted {
+        c.batch_execute(&format!("DROP INDEX {}", index_name(&s.ddl))).await.unwrap();
+    }
+    c.batch_execute(&apply(&checked)).await.unwrap();
+    let removed_checked = rows_removed_by_filters(&c, &in_shop(3, 5)).await;
+    assert!(
+        removed_checked * 10 < removed_trusted,
+        "rows thrown away: {removed_checked} with the checked set, {removed_trusted} with the trusted one"
+    );
+}
+
+/// The index name of a `CREATE INDEX [CONCURRENTLY] name ON ...` statement.
+fn index_name(ddl: &str) -> &str {
+    let rest = ddl.trim_start_matches("CREATE INDEX ").trim_start_matches("CONCURRENTLY ");
+    rest.split_whitespace().next().unwrap_or_default()
+}
+
 #[tokio::test]
 async fn bounds_and_bad_arguments() {
     let (_db, c) = fresh_database("advisor_bounds").await;

@@ -101,6 +101,12 @@ fn remove_hooks() {
     }
 }
 
+/// The partial predicate (null for a full index) of `oid` if it is one of the session's
+/// hypothetical indexes.
+pub fn hypothetical_predicate(oid: pg_sys::Oid) -> Option<*mut pg_sys::List> {
+    STATE.with(|s| s.as_ref().and_then(|st| st.pool.iter().find(|i| i.oid == oid).map(|i| i.predicate))).flatten()
+}
+
 /// True while the advisor plans: the statistics hooks ignore that work.
 #[inline]
 pub fn session_active() -> bool {

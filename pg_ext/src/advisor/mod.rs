@@ -6,6 +6,7 @@ pub mod analyze;
 pub mod candidates;
 pub mod catalog;
 pub mod ddl;
+pub mod early_stop;
 pub mod hypo;
 pub mod migration;
 pub mod model;

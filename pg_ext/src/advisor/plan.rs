@@ -13,6 +13,8 @@ use std::ffi::{CStr, CString};
 /// The planned statements of one query text (rules may turn one statement into several).
 pub struct Planned {
     pub stmts: Vec<*mut pg_sys::PlannedStmt>,
+    /// The analyzed queries the statements were planned from.
+    queries: Vec<*mut pg_sys::Query>,
     sql: CString,
     params: pg_sys::ParamListInfo,
 }
@@ -57,13 +59,16 @@ pub fn plan(sql: &str, params: &[ParamValue]) -> Result<Planned, AdvisorError> {
         ));
         let bound = if params.is_empty() { std::ptr::null_mut() } else { bind(params)? };
         let mut stmts = Vec::new();
+        let mut analyzed = Vec::new();
         for q in queries.iter_ptr() {
             if (*q).commandType == pg_sys::CmdType::CMD_UTILITY {
                 return Err(AdvisorError::NotPlannable);
             }
+            // The planner scribbles on its input: keep the analyzed form for `early_stop`.
+            analyzed.push(pg_sys::copyObjectImpl(q.cast()).cast::<pg_sys::Query>());
             stmts.push(pg_sys::pg_plan_query(q, c_sql.as_ptr(), pg_sys::CURSOR_OPT_PARALLEL_OK as i32, bound));
         }
-        Ok(Planned { stmts, sql: c_sql, params: bound })
+        Ok(Planned { stmts, queries: analyzed, sql: c_sql, params: bound })
     }
 }
 
@@ -98,6 +103,21 @@ unsafe fn bind(params: &[ParamValue]) -> Result<pg_sys::ParamListInfo, AdvisorEr
 }
 
 impl Planned {
+    /// The early stop of a single-statement plan, to check against the data (see
+    /// `early_stop`).
+    pub fn early_stop(&self) -> Option<super::early_stop::EarlyStop> {
+        match (self.queries.as_slice(), self.stmts.as_slice()) {
+            // SAFETY: both live in the memory context the plan was made in.
+            ([q], [s]) => unsafe { super::early_stop::find(*q, *s) },
+            _ => None,
+        }
+    }
+
+    /// The bound parameters the statement was planned with (null when it has none).
+    pub fn params(&self) -> pg_sys::ParamListInfo {
+        self.params
+    }
+
     /// The planner's total cost, summed over the statements.
     pub fn total_cost(&self) -> f64 {
         // SAFETY: plans produced by `plan`, alive in the current memory context.

@@ -30,7 +30,7 @@ use super::model::{Candidate, Statement, TableInfo, TableUse};
 use super::plan::{ParamValue, isolated};
 use super::select::{self, Evaluator, Options, Workload};
 use super::upkeep::{Upkeep, upkeep};
-use super::{AdvisorError, analyze, candidates, catalog, ddl, plan};
+use super::{AdvisorError, analyze, candidates, catalog, ddl, early_stop, plan};
 use crate::gucs;
 use crate::shmem;
 use crate::stats::examples;
@@ -311,7 +311,12 @@ pub fn suggest(req: &Request, sees_all: bool, userid: u32) -> Result<Outcome, Ad
         .collect();
     let total_ms: f64 = weights.iter().zip(&baseline).map(|(w, c)| w * c).sum();
 
-    let mut eval = HypoEvaluator { session: &session, planned: &planned, handles: cands.iter().map(|x| x.1).collect() };
+    let mut eval = HypoEvaluator {
+        session: &session,
+        planned: &planned,
+        handles: cands.iter().map(|x| x.1).collect(),
+        early_stops: HashMap::new(),
+    };
     // What each candidate would cost the workload's writes (ms over the same window).
     let upkeeps: Vec<Upkeep> = cands
         .iter()
@@ -375,6 +380,9 @@ struct HypoEvaluator<'a> {
     session: &'a Session,
     planned: &'a [Planned],
     handles: Vec<usize>,
+    /// Where the LIMIT of a statement's early-stopping scan really stops, by statement and
+    /// sampling query (see `early_stop`); `None` when it could not be sampled.
+    early_stops: HashMap<(usize, String), Option<f64>>,
 }
 
 impl Evaluator for HypoEvaluator<'_> {
@@ -382,10 +390,19 @@ impl Evaluator for HypoEvaluator<'_> {
         let handles: Vec<usize> = set.iter().map(|&c| self.handles[c]).collect();
         self.session.show(&handles);
         let p = &self.planned[stmt];
-        let cost = isolated(|| plan::plan(&p.sql, &p.params).map(|x| x.total_cost()));
+        let planned = isolated(|| plan::plan(&p.sql, &p.params).map(|x| (x.total_cost(), x.early_stop(), x.params())));
+        // Nothing hypothetical may be visible while the sample runs.
         self.session.show(&[]);
-        match cost {
-            Some(Ok(c)) => c,
+        match planned {
+            Some(Ok((c, Some(es), params))) if gucs::advisor_sample_early_stops() => {
+                let key = (stmt, es.sample_sql.clone());
+                let fraction = *self.early_stops.entry(key).or_insert_with(|| {
+                    // SAFETY: `params` were bound by `plan` in this memory context.
+                    isolated(|| unsafe { early_stop::sample(&es, params) }).flatten()
+                });
+                fraction.map_or(c, |f| es.corrected(c, f))
+            }
+            Some(Ok((c, _, _))) => c,
             _ => f64::INFINITY, // a plan that fails with the index counts as no improvement
         }
     }
