@@ -85,6 +85,10 @@ fn helps(cost: f64, current: f64) -> bool {
     cost < current * (1.0 - NOISE)
 }
 
+fn hurts(cost: f64, current: f64) -> bool {
+    cost > current * (1.0 + NOISE)
+}
+
 /// A statement whose share of the best candidate's saving is at least this much must not lose
 /// much of it to a smaller near-best rival.
 const SIGNIFICANT: f64 = 0.1;
@@ -125,6 +129,9 @@ pub fn choose(w: &Workload<'_>, eval: &mut impl Evaluator, opts: &Options) -> Se
 
     while chosen.len() < opts.max_indexes {
         let mut scored: Vec<Scored> = Vec::new();
+        // Candidates whose saving a statement they make worse eats: (candidate, saving on the
+        // statements they help, the statements they hurt).
+        let mut regressing: Vec<(usize, f64, Vec<usize>)> = Vec::new();
         for c in 0..affected.len() {
             if !alive[c] {
                 continue;
@@ -136,33 +143,73 @@ pub fn choose(w: &Workload<'_>, eval: &mut impl Evaluator, opts: &Options) -> Se
             let mut with = set.clone();
             with.push(c);
             let mut saving = 0.0;
+            let mut gross = 0.0;
+            let mut hurt: Vec<usize> = Vec::new();
             let (mut base, mut original) = (0.0, 0.0);
             let mut costs = Vec::new();
             for &s in &affected[c] {
                 let cost = *memo.entry((c, s)).or_insert_with(|| eval.cost(s, &with));
                 if helps(cost, current[s]) {
                     saving += weights[s] * (current[s] - cost);
+                    gross += weights[s] * (current[s] - cost);
                     base += weights[s] * current[s];
                     original += weights[s] * baseline[s];
+                } else if hurts(cost, current[s]) {
+                    // The planner would switch this statement to a plan that is worse (an
+                    // early stop the data contradicts): the index costs that much.
+                    saving -= weights[s] * (cost - current[s]);
+                    hurt.push(s);
                 }
                 costs.push((s, cost));
             }
+            // Its own saving need not qualify: the pair's does (see `best_pair`).
+            if !hurt.is_empty() && gross > upkeep.get(c).copied().unwrap_or(0.0) {
+                regressing.push((c, gross, hurt));
+            }
             let net = saving - upkeep.get(c).copied().unwrap_or(0.0);
             if original <= 0.0 || saving / original < opts.min_improvement || net < opts.min_saving || net <= 0.0 {
-                // Savings only shrink as the set grows: this candidate will never qualify.
+                // Savings only shrink as the set grows (until a later choice makes one of its
+                // statements worse, which revives it): for now it does not qualify.
                 alive[c] = false;
                 continue;
             }
             last_net[c] = net;
             scored.push((c, net, base, costs));
         }
-        let Some(best) = scored.iter().max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0))) else { break };
-        let mut round = Vec::new();
-        if opts.trace {
-            let mut top: Vec<&Scored> = scored.iter().collect();
-            top.sort_by(|a, b| b.1.total_cmp(&a.1));
-            round = top.iter().take(TRACE_TOP).map(|x| (x.0, x.1, eval.size(x.0))).collect();
+        // A candidate that makes a statement worse may still be right together with an index
+        // that serves that statement: the best such pairs are scored as one choice.
+        let best_single = scored.iter().map(|x| x.1).fold(f64::NEG_INFINITY, f64::max);
+        if chosen.len() + 2 <= opts.max_indexes
+            && let Some(Pair { first: c, second: d, net, costs, hurt }) =
+                best_pair(w, eval, &set, &current, &mut memo, regressing, opts)
+            && net > best_single
+        {
+            // The second index is credited with the statements the first alone made worse.
+            let mut credited = [(c, Vec::new(), 0.0, 0.0), (d, Vec::new(), 0.0, 0.0)];
+            for &(s, cost) in &costs {
+                let who = usize::from(hurt.contains(&s));
+                if helps(cost, current[s]) {
+                    credited[who].1.push((s, current[s], cost));
+                    credited[who].2 += weights[s] * current[s];
+                    credited[who].3 += weights[s] * cost;
+                }
+                current[s] = cost;
+            }
+            memo.retain(|(_, s), _| !costs.iter().any(|x| x.0 == *s));
+            for (x, statements, before, after) in credited {
+                alive[x] = false;
+                set.push(x);
+                last_net[x] = net;
+                chosen.push(Choice { candidate: x, cost_before: before, cost_after: after, statements });
+                if opts.trace {
+                    let scored_round = if x == c { trace_round(&scored, eval) } else { Vec::new() };
+                    trace.push(Round { scored: scored_round, chosen: x });
+                }
+            }
+            continue;
         }
+        let Some(best) = scored.iter().max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0))) else { break };
+        let round = if opts.trace { trace_round(&scored, eval) } else { Vec::new() };
         // A rival is near-best if it leaves none of the statements that make up a good part of
         // the best one's saving with much more cost than the best leaves it.
         let (best_c, best_net) = (best.0, best.1);
@@ -190,15 +237,25 @@ pub fn choose(w: &Workload<'_>, eval: &mut impl Evaluator, opts: &Options) -> Se
             .expect("the best candidate is near-best");
         let mut after = 0.0;
         let mut statements = Vec::new();
+        let mut hurt = Vec::new();
         for &(s, cost) in &costs {
             if helps(cost, current[s]) {
                 statements.push((s, current[s], cost));
                 after += weights[s] * cost;
                 current[s] = cost;
+            } else if hurts(cost, current[s]) {
+                hurt.push(s);
+                current[s] = cost;
             }
         }
         // The set changed for these statements: their cached costs are stale.
-        memo.retain(|(_, s), _| !statements.iter().any(|x| x.0 == *s));
+        memo.retain(|(_, s), _| !statements.iter().any(|x| x.0 == *s) && !hurt.contains(s));
+        // A statement the choice made worse may now be worth an index that did not qualify.
+        for (d, alive_d) in alive.iter_mut().enumerate() {
+            if d != c && !set.contains(&d) && affected[d].iter().any(|s| hurt.contains(s)) {
+                *alive_d = true;
+            }
+        }
         alive[c] = false;
         set.push(c);
         chosen.push(Choice { candidate: c, cost_before: base, cost_after: after, statements });
@@ -213,6 +270,77 @@ pub fn choose(w: &Workload<'_>, eval: &mut impl Evaluator, opts: &Options) -> Se
         truncated = !second_look(w, eval, opts, &last_net, &mut chosen, &mut trace);
     }
     Selection { chosen, truncated, trace }
+}
+
+/// The best-scoring candidates of a round, for the trace.
+fn trace_round(scored: &[Scored], eval: &mut impl Evaluator) -> Vec<(usize, f64, f64)> {
+    let mut top: Vec<&Scored> = scored.iter().collect();
+    top.sort_by(|a, b| b.1.total_cmp(&a.1));
+    top.iter().take(TRACE_TOP).map(|x| (x.0, x.1, eval.size(x.0))).collect()
+}
+
+/// Regressing candidates tried in pairs per round, and partners tried with each.
+const PAIR_FIRSTS: usize = 2;
+const PAIR_PARTNERS: usize = 3;
+
+/// Two candidates chosen together (see [`best_pair`]).
+struct Pair {
+    first: usize,
+    second: usize,
+    net: f64,
+    /// Cost of each statement of their table with both.
+    costs: Vec<(usize, f64)>,
+    /// The statements the first alone makes worse.
+    hurt: Vec<usize>,
+}
+
+/// For the candidates that would make a statement worse (best savings first), the partner of
+/// the same table that serves those statements best alone, and the pair's net saving with both
+/// added: the best pair, if any saves at least `min_saving`.
+fn best_pair(
+    w: &Workload<'_>,
+    eval: &mut impl Evaluator,
+    set: &[usize],
+    current: &[f64],
+    memo: &mut HashMap<(usize, usize), f64>,
+    mut regressing: Vec<(usize, f64, Vec<usize>)>,
+    opts: &Options,
+) -> Option<Pair> {
+    let Workload { affected, weights, upkeep, .. } = *w;
+    let upkeep_of = |c: usize| upkeep.get(c).copied().unwrap_or(0.0);
+    regressing.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    regressing.truncate(PAIR_FIRSTS);
+    let mut best: Option<Pair> = None;
+    for (c, _, hurt) in regressing {
+        let mut partners: Vec<(usize, f64)> = Vec::new();
+        for d in 0..affected.len() {
+            if d == c || set.contains(&d) || affected[d] != affected[c] {
+                continue;
+            }
+            if opts.deadline.is_some_and(|t| Instant::now() >= t) {
+                return best;
+            }
+            let mut with = set.to_vec();
+            with.push(d);
+            let alone: f64 =
+                hurt.iter().map(|&s| weights[s] * *memo.entry((d, s)).or_insert_with(|| eval.cost(s, &with))).sum();
+            partners.push((d, alone));
+        }
+        partners.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+        partners.truncate(PAIR_PARTNERS);
+        for (d, _) in partners {
+            let mut with = set.to_vec();
+            with.push(c);
+            with.push(d);
+            let costs: Vec<(usize, f64)> = affected[c].iter().map(|&s| (s, eval.cost(s, &with))).collect();
+            let saving: f64 = costs.iter().map(|&(s, cost)| weights[s] * (current[s] - cost)).sum();
+            let net = saving - upkeep_of(c) - upkeep_of(d);
+            if net >= opts.min_saving && net > 0.0 && best.as_ref().is_none_or(|b| net > b.net) {
+                best = Some(Pair { first: c, second: d, net, costs, hurt: hurt.clone() });
+            }
+        }
+    }
+    best
 }
 
 /// Rivals tried against each chosen index in the second look.
@@ -354,6 +482,51 @@ mod tests {
         let base = t.base.clone();
         let w = Workload { affected, weights, baseline: &base, upkeep };
         choose(&w, t, opts).chosen.iter().map(|c| c.candidate).collect()
+    }
+
+    /// The demo's trap: s0 (a search anywhere) wants c0 (an index in price order); with c0 the
+    /// planner switches s1 (a search in one country) to an early stop the data contradicts,
+    /// which costs far more than before; c1 (country, price) serves s1 best, and only a little
+    /// better than c2 (country, area), which also serves s2 (a search by country and area) and
+    /// so is chosen first.
+    struct Trap {
+        calls: usize,
+    }
+
+    impl Evaluator for Trap {
+        fn cost(&mut self, s: usize, set: &[usize]) -> f64 {
+            self.calls += 1;
+            let has = |c: usize| set.contains(&c);
+            match s {
+                0 if has(0) => 10.0,
+                0 => 100.0,
+                2 if has(2) => 10.0,
+                2 => 100.0,
+                _ if has(1) => 2.5,
+                _ if has(0) => 300.0,
+                _ if has(2) => 3.0,
+                _ => 100.0,
+            }
+        }
+        fn size(&mut self, _c: usize) -> f64 {
+            1.0
+        }
+    }
+
+    #[test]
+    fn an_index_that_would_make_another_statement_worse_comes_with_the_index_that_statement_needs() {
+        let mut t = Trap { calls: 0 };
+        let base = vec![100.0, 100.0, 100.0];
+        let affected = vec![vec![0, 1, 2]; 3];
+        let w = Workload { affected: &affected, weights: &[1.0, 1.0, 1.0], baseline: &base, upkeep: &[] };
+        let mut got: Vec<usize> = choose(&w, &mut t, &Options { min_saving: 1.0, ..Options::default() })
+            .chosen
+            .iter()
+            .map(|c| c.candidate)
+            .collect();
+        got.sort_unstable();
+        // c2 first; then not c0 alone (which leaves s1 at 300 for s0's 90), but c0 with c1.
+        assert_eq!(got, vec![0, 1, 2]);
     }
 
     #[test]
