@@ -23,7 +23,7 @@
 use crate::backend::BackendCell;
 use crate::recorder::Statement as _;
 use crate::stats::counters::{BufferCounters, JitCounters, Phase, Sample, WalCounters};
-use crate::stats::timing::{Accumulated, Frame, Frames};
+use crate::stats::timing::{Frame, Frames};
 use crate::{explain, gucs, querytext, recorder, shmem};
 use pgrx::pg_sys;
 use std::ffi::{c_char, c_int, c_void};
@@ -91,7 +91,12 @@ fn apply_now<const SIGN: i64>(w: &mut [i64; USAGE_WORDS], io_timing: bool) {
 /// The execution sample of a finished statement's frame: its time and I/O over all its calls.
 #[inline(always)]
 fn frame_sample(frame: &Frame<USAGE_WORDS>, jit: Option<JitCounters>) -> Sample {
-    let w = &frame.words;
+    usage_sample(&frame.words, Phase::Exec, frame.rows, jit)
+}
+
+/// The sample a measurement's words (laid out as in `apply_now`) make.
+#[inline(always)]
+fn usage_sample(w: &[i64; USAGE_WORDS], phase: Phase, rows: u64, jit: Option<JitCounters>) -> Sample {
     // SAFETY: the words hold a `BufferUsage` and a `WalUsage` laid out as in `apply_now`, at
     // 8-byte alignment (sizes and alignment asserted above); every bit pattern is a valid value
     // of their integer fields.
@@ -100,10 +105,10 @@ fn frame_sample(frame: &Frame<USAGE_WORDS>, jit: Option<JitCounters>) -> Sample 
     };
     let time_ns = w[0];
     Sample {
-        phase: Phase::Exec,
+        phase,
         duration_ms: time_ns as f64 / 1e6,
         duration_ns: time_ns.max(0) as u64,
-        rows: frame.rows,
+        rows,
         buffers: BufferCounters {
             shared_blks_hit: b.shared_blks_hit,
             shared_blks_read: b.shared_blks_read,
@@ -245,13 +250,9 @@ unsafe extern "C-unwind" fn subxact_callback(
     }
 }
 
-/// The clock and the backend's I/O counters at the start of a timed call.
-#[derive(Clone, Copy)]
-struct Snapshot {
-    at_ns: i64,
-    buffers: pg_sys::BufferUsage,
-    wal: pg_sys::WalUsage,
-}
+/// The clock and the backend's I/O counters at the start of a call timed on the stack
+/// (planning, a utility statement), subtracted as a frame's are.
+struct Snapshot([i64; USAGE_WORDS]);
 
 /// CLOCK_MONOTONIC in nanoseconds, the clock Postgres' own instrumentation reads.
 #[inline(always)]
@@ -265,20 +266,17 @@ fn monotonic_ns() -> i64 {
 impl Snapshot {
     #[inline(always)]
     fn take() -> Self {
-        // SAFETY: copies of backend-local globals.
-        unsafe { Snapshot { at_ns: monotonic_ns(), buffers: pg_sys::pgBufferUsage, wal: pg_sys::pgWalUsage } }
+        let mut words = [0; USAGE_WORDS];
+        apply_now::<-1>(&mut words, true);
+        Snapshot(words)
     }
 
-    /// What happened since `take`. The global counters include the I/O of parallel workers,
-    /// which the executor folds into the leader's when they finish.
+    /// The sample of what happened since `take`. The global counters include the I/O of
+    /// parallel workers, which the executor folds into the leader's when they finish.
     #[inline(always)]
-    fn elapsed(&self) -> Accumulated {
-        let now = Snapshot::take();
-        Accumulated {
-            time_ns: now.at_ns - self.at_ns,
-            buffers: buffer_diff(&now.buffers, &self.buffers),
-            wal: wal_diff(&now.wal, &self.wal),
-        }
+    fn sample(mut self, phase: Phase, rows: u64) -> Sample {
+        apply_now::<1>(&mut self.0, true);
+        usage_sample(&self.0, phase, rows, None)
     }
 }
 
@@ -382,17 +380,8 @@ unsafe extern "C-unwind" fn planner(
         PLAN_NESTING += 1;
         let result = call();
         PLAN_NESTING -= 1;
-        let d = start.elapsed();
+        let sample = start.sample(Phase::Plan, 0);
         let (queryid, location, len) = ((*parse).queryId, (*parse).stmt_location, (*parse).stmt_len);
-        let sample = Sample {
-            phase: Phase::Plan,
-            duration_ms: d.time_ms(),
-            duration_ns: d.time_ns.max(0) as u64,
-            rows: 0,
-            buffers: d.buffers,
-            wal: d.wal,
-            jit: None,
-        };
         let key = statement_key(queryid);
         let statement = Executed { source: query_string, location, len, params: bound_params, plannable: true };
         guarded(|| recorder::record(&key, &sample, &statement));
@@ -569,7 +558,6 @@ unsafe extern "C-unwind" fn process_utility(
         NESTING += 1;
         call();
         NESTING -= 1;
-        let d = start.elapsed();
         if saved_queryid == 0 {
             return;
         }
@@ -586,15 +574,7 @@ unsafe extern "C-unwind" fn process_utility(
         } else {
             0
         };
-        let sample = Sample {
-            phase: Phase::Exec,
-            duration_ms: d.time_ms(),
-            duration_ns: d.time_ns.max(0) as u64,
-            rows,
-            buffers: d.buffers,
-            wal: d.wal,
-            jit: None,
-        };
+        let sample = start.sample(Phase::Exec, rows);
         let key = statement_key(saved_queryid);
         let (location, len) = ((*pstmt).stmt_location, (*pstmt).stmt_len);
         let statement =
@@ -656,35 +636,6 @@ fn instr_ns(t: &pg_sys::instr_time) -> i64 {
 #[inline(always)]
 fn instr_ms(t: &pg_sys::instr_time) -> f64 {
     instr_ns(t) as f64 / 1e6
-}
-
-#[inline(always)]
-fn buffer_diff(a: &pg_sys::BufferUsage, b: &pg_sys::BufferUsage) -> BufferCounters {
-    BufferCounters {
-        shared_blks_hit: a.shared_blks_hit - b.shared_blks_hit,
-        shared_blks_read: a.shared_blks_read - b.shared_blks_read,
-        shared_blks_dirtied: a.shared_blks_dirtied - b.shared_blks_dirtied,
-        shared_blks_written: a.shared_blks_written - b.shared_blks_written,
-        local_blks_hit: a.local_blks_hit - b.local_blks_hit,
-        local_blks_read: a.local_blks_read - b.local_blks_read,
-        local_blks_dirtied: a.local_blks_dirtied - b.local_blks_dirtied,
-        local_blks_written: a.local_blks_written - b.local_blks_written,
-        temp_blks_read: a.temp_blks_read - b.temp_blks_read,
-        temp_blks_written: a.temp_blks_written - b.temp_blks_written,
-        blk_read_time_ns: instr_ns(&a.blk_read_time) - instr_ns(&b.blk_read_time),
-        blk_write_time_ns: instr_ns(&a.blk_write_time) - instr_ns(&b.blk_write_time),
-        temp_blk_read_time_ns: instr_ns(&a.temp_blk_read_time) - instr_ns(&b.temp_blk_read_time),
-        temp_blk_write_time_ns: instr_ns(&a.temp_blk_write_time) - instr_ns(&b.temp_blk_write_time),
-    }
-}
-
-#[inline(always)]
-fn wal_diff(now: &pg_sys::WalUsage, start: &pg_sys::WalUsage) -> WalCounters {
-    WalCounters {
-        records: now.wal_records - start.wal_records,
-        fpi: now.wal_fpi - start.wal_fpi,
-        bytes: now.wal_bytes.wrapping_sub(start.wal_bytes),
-    }
 }
 
 fn jit_counters(j: &pg_sys::JitInstrumentation) -> JitCounters {

@@ -9,25 +9,9 @@
 //! ExecutorEnd, so its frame would linger: frames are dropped when the subtransaction they were
 //! opened in aborts, and all of them when the transaction ends.
 
-use super::counters::{BufferCounters, WalCounters};
-
 /// More simultaneous statements than this in one backend means runaway recursion; those are
 /// not timed rather than grow without bound.
 pub const MAX_FRAMES: usize = 64;
-
-/// Time and I/O of one call (planning, a utility statement, or a timed statement's calls).
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Accumulated {
-    pub time_ns: i64,
-    pub buffers: BufferCounters,
-    pub wal: WalCounters,
-}
-
-impl Accumulated {
-    pub fn time_ms(&self) -> f64 {
-        self.time_ns as f64 / 1e6
-    }
-}
 
 /// A statement being timed: its counters so far, as words (see [`Frames::resume`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -128,6 +112,7 @@ impl<const W: usize> Frames<W> {
     }
 
     /// Statement `id` ends: its frame, when it was timed and every call of it ended.
+    #[cfg(test)]
     pub fn end(&mut self, id: usize) -> Option<Frame<W>> {
         self.end_with(id, |f| *f)
     }
