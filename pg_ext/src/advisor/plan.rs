@@ -13,8 +13,9 @@ use std::ffi::{CStr, CString};
 /// The planned statements of one query text (rules may turn one statement into several).
 pub struct Planned {
     pub stmts: Vec<*mut pg_sys::PlannedStmt>,
-    /// The analyzed queries the statements were planned from.
-    queries: Vec<*mut pg_sys::Query>,
+    /// The analyzed form of each statement that may stop early (a SELECT with ORDER BY and
+    /// LIMIT), for `early_stop`; `None` for the others.
+    queries: Vec<Option<*mut pg_sys::Query>>,
     sql: CString,
     params: pg_sys::ParamListInfo,
 }
@@ -65,7 +66,10 @@ pub fn plan(sql: &str, params: &[ParamValue]) -> Result<Planned, AdvisorError> {
                 return Err(AdvisorError::NotPlannable);
             }
             // The planner scribbles on its input: keep the analyzed form for `early_stop`.
-            analyzed.push(pg_sys::copyObjectImpl(q.cast()).cast::<pg_sys::Query>());
+            let may_stop_early = (*q).commandType == pg_sys::CmdType::CMD_SELECT
+                && !(*q).sortClause.is_null()
+                && !(*q).limitCount.is_null();
+            analyzed.push(may_stop_early.then(|| pg_sys::copyObjectImpl(q.cast()).cast::<pg_sys::Query>()));
             stmts.push(pg_sys::pg_plan_query(q, c_sql.as_ptr(), pg_sys::CURSOR_OPT_PARALLEL_OK as i32, bound));
         }
         Ok(Planned { stmts, queries: analyzed, sql: c_sql, params: bound })
@@ -108,7 +112,7 @@ impl Planned {
     pub fn early_stop(&self) -> Option<super::early_stop::EarlyStop> {
         match (self.queries.as_slice(), self.stmts.as_slice()) {
             // SAFETY: both live in the memory context the plan was made in.
-            ([q], [s]) => unsafe { super::early_stop::find(*q, *s) },
+            ([Some(q)], [s]) => unsafe { super::early_stop::find(*q, *s) },
             _ => None,
         }
     }

@@ -390,11 +390,14 @@ impl Evaluator for HypoEvaluator<'_> {
         let handles: Vec<usize> = set.iter().map(|&c| self.handles[c]).collect();
         self.session.show(&handles);
         let p = &self.planned[stmt];
-        let planned = isolated(|| plan::plan(&p.sql, &p.params).map(|x| (x.total_cost(), x.early_stop(), x.params())));
+        let check = gucs::advisor_sample_early_stops();
+        let planned = isolated(|| {
+            plan::plan(&p.sql, &p.params).map(|x| (x.total_cost(), check.then(|| x.early_stop()).flatten(), x.params()))
+        });
         // Nothing hypothetical may be visible while the sample runs.
         self.session.show(&[]);
         match planned {
-            Some(Ok((c, Some(es), params))) if gucs::advisor_sample_early_stops() => {
+            Some(Ok((c, Some(es), params))) => {
                 let key = (stmt, es.sample_sql.clone());
                 let fraction = *self.early_stops.entry(key).or_insert_with(|| {
                     // SAFETY: `params` were bound by `plan` in this memory context.
