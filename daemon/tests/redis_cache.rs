@@ -17,6 +17,17 @@ struct Instance {
     clock: Arc<ManualClock>,
 }
 
+/// Whether the cache reaches Redis within a few pings (the first ones after an outage fail
+/// while the client reconnects).
+async fn reaches_redis(cache: &Cache) -> bool {
+    for _ in 0..5 {
+        if matches!(cache.ping_l2().await, Some(Ok(()))) {
+            return true;
+        }
+    }
+    false
+}
+
 fn instance(redis: &str, prefix: &str) -> Instance {
     let cfg = config(&[("REDIS_URL", redis), ("REDIS_KEY_PREFIX", prefix)]);
     let clock = Arc::new(ManualClock::new());
@@ -152,14 +163,7 @@ async fn generations_lost_by_redis_are_pushed_back_before_entries_are_trusted() 
     redis.stop();
     redis.restart(); // empty: it saves nothing
     // The first command on the old connection fails while it reconnects.
-    let mut reconnected = false;
-    for _ in 0..5 {
-        if matches!(a.cache.ping_l2().await, Some(Ok(()))) {
-            reconnected = true;
-            break;
-        }
-    }
-    assert!(reconnected, "reconnects to the restarted Redis");
+    assert!(reaches_redis(&a.cache).await, "reconnects to the restarted Redis");
     a.cache.set("k", Bytes::from("v"), None, &tags(&["user"])).await.unwrap();
     let stored: Option<u64> =
         redis::cmd("HGET").arg("lost:gen").arg("user").query_async(&mut raw(&url).await).await.unwrap();
@@ -188,14 +192,7 @@ async fn an_invalidation_applied_while_redis_was_unreachable_outranks_older_l2_e
     proxy.set_mode(ProxyMode::Refuse);
     a.cache.apply(&InvalidationMessage::Tag { origin: "elsewhere".into(), tag: "user".into() }).await;
     proxy.set_mode(ProxyMode::Forward);
-    let mut reconnected = false;
-    for _ in 0..5 {
-        if matches!(a.cache.ping_l2().await, Some(Ok(()))) {
-            reconnected = true;
-            break;
-        }
-    }
-    assert!(reconnected, "a reaches Redis again");
+    assert!(reaches_redis(&a.cache).await, "a reaches Redis again");
     assert_eq!(a.cache.get("profile").await.unwrap(), None, "computed before an invalidation a applied");
     a.cache.set("profile", Bytes::from("new"), None, &tags(&["user"])).await.unwrap();
     assert_eq!(a.cache.get("profile").await.unwrap().unwrap().value, "new");
@@ -218,14 +215,7 @@ async fn a_key_deleted_while_redis_was_unreachable_is_not_served_from_it_afterwa
     proxy.set_mode(ProxyMode::Refuse);
     a.cache.apply(&InvalidationMessage::Key { origin: "elsewhere".into(), key: "profile".into() }).await;
     proxy.set_mode(ProxyMode::Forward);
-    let mut reconnected = false;
-    for _ in 0..5 {
-        if matches!(a.cache.ping_l2().await, Some(Ok(()))) {
-            reconnected = true;
-            break;
-        }
-    }
-    assert!(reconnected, "a reaches Redis again");
+    assert!(reaches_redis(&a.cache).await, "a reaches Redis again");
     assert_eq!(a.cache.get("profile").await.unwrap(), None, "deleted before Redis could be told");
     assert!(a.cache.sync_redis().await, "the delete is retried");
     let exists: i64 =
