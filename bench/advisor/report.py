@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Tuple
 
-from voxbench.table import Table
+from voxbench.table import Table, durations_table
 
 from indexsets import estimated_bytes
 from measure import INSERT_SCRIPT, SetRun
@@ -54,10 +54,6 @@ class AdvisorRun:
 
 def mib(size_bytes: float) -> str:
     return f"{size_bytes / 2**20:,.1f} MiB"
-
-
-def minutes(seconds: float) -> str:
-    return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
 
 
 def spread(values: List[float], unit_scale: float = 1.0) -> str:
@@ -235,13 +231,6 @@ def insert_runs_table(run: AdvisorRun) -> Table:
     return table
 
 
-def durations_table(run: AdvisorRun) -> Table:
-    table = Table(["step", "duration"])
-    for step, seconds in run.durations.items():
-        table.add(step, minutes(seconds))
-    return table
-
-
 def coverage_warnings(run: AdvisorRun) -> List[str]:
     out = []
     missing = unmatched(run.set_of("none").kinds)
@@ -272,7 +261,7 @@ def text(run: AdvisorRun) -> str:
     slower = slower_statements(run)
     out += ["", "Statement kinds slower under voxperf's set than under another set:"]
     out += ["  " + line for line in slower] if slower else ["  none"]
-    out += ["", durations_table(run).text()]
+    out += ["", durations_table(run.durations).text()]
     for warning in run.warnings + coverage_warnings(run):
         out.append(f"warning: {warning}")
     return "\n".join(out)
@@ -378,7 +367,7 @@ def markdown(run: AdvisorRun) -> str:
             "", insert_runs_table(run).markdown(), "", "## The index sets", ""]
     for set_run in run.sets:
         out += index_set_section(set_run, run)
-    out += ["## Duration", "", durations_table(run).markdown()]
+    out += ["## Duration", "", durations_table(run.durations).markdown()]
     warnings = run.warnings + coverage_warnings(run)
     if warnings:
         out += ["", "## Warnings", ""] + [f"- {w}" for w in warnings]

@@ -20,7 +20,6 @@ exits non-zero only when it could not measure.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import sys
 import time
@@ -40,6 +39,7 @@ from voxbench.cluster import (DEFAULT_PG_CONFIG, Cluster, PgInstall, ServerUser,
 from voxbench.commands import BenchError, run  # noqa: E402
 from voxbench.extension import LibraryStatus, install_voxperf, private_copy  # noqa: E402
 from voxbench.knobs import Knobs  # noqa: E402
+from voxbench.part import dispose, publish  # noqa: E402
 
 import demo  # noqa: E402
 import indexsets  # noqa: E402
@@ -182,17 +182,11 @@ def advisor() -> int:
         result = measure_sets(plan, tools, voxperf, workdir, clusters, durations)
     finally:
         stop_quietly(clusters)
-        if plan.keep:
-            print(f"kept the work directory {workdir} (BENCH_KEEP=1)")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+        dispose(workdir, plan.keep)
 
     durations["total"] = time.monotonic() - started
     result.facts["load average at end (1/5/15 min)"] = machine.load_average()
-    print(report.text(result))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(report.markdown(result), encoding="utf-8")
-    print(f"\nreport written to {RESULTS.relative_to(REPO)}")
+    publish(report.text(result), report.markdown(result), RESULTS, REPO)
     return 0
 
 

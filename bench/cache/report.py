@@ -10,7 +10,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-from voxbench.table import Table
+from voxbench.table import Table, durations_table
 
 import hits as hits_method
 import stale as stale_method
@@ -52,10 +52,6 @@ class CacheRun:
     stale: List[stale_method.StaleResult] = field(default_factory=list)
     stale_skipped: Dict[str, str] = field(default_factory=dict)
     daemon_stats: Dict[str, dict] = field(default_factory=dict)
-
-
-def minutes(seconds: float) -> str:
-    return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
 
 
 def verdict(ok: bool) -> str:
@@ -227,13 +223,6 @@ def stale_loads(run: CacheRun) -> str:
     return "; ".join(f"{r.target} {r.load_start:.2f} → {r.load_end:.2f}" for r in run.stale)
 
 
-def durations_table(run: CacheRun) -> Table:
-    table = Table(["step", "duration"])
-    for step, seconds in run.durations.items():
-        table.add(step, minutes(seconds))
-    return table
-
-
 # --- output -------------------------------------------------------------------------------------
 
 def text(run: CacheRun) -> str:
@@ -263,7 +252,7 @@ def text(run: CacheRun) -> str:
         if lags is not None:
             out += ["Commit acknowledged → notification applied by the daemon, during the "
                     "checker (upper bounds):", lags.text(), ""]
-    out.append(durations_table(run).text())
+    out.append(durations_table(run.durations).text())
     for warning in run.warnings:
         out.append(f"warning: {warning}")
     return "\n".join(out)
@@ -446,7 +435,7 @@ def markdown(run: CacheRun) -> str:
                       str(c["stores_skipped"]), str(c["invalidations"]["tags"]),
                       str(c["invalidations"]["epochs"]))
         out.append(table.markdown())
-    out += ["", "## Duration", "", durations_table(run).markdown()]
+    out += ["", "## Duration", "", durations_table(run.durations).markdown()]
     if run.warnings:
         out += ["", "## Warnings", ""] + [f"- {w}" for w in run.warnings]
     return "\n".join(out) + "\n"

@@ -41,6 +41,7 @@ from voxbench.cluster import (DEFAULT_PG_CONFIG, LOOPBACK, SUPERUSER, Cluster,  
 from voxbench.commands import BenchError, require_program  # noqa: E402
 from voxbench.extension import install_voxperf, private_copy  # noqa: E402
 from voxbench.knobs import Knobs  # noqa: E402
+from voxbench.part import dispose, publish  # noqa: E402
 
 import hits  # noqa: E402
 import invalidation  # noqa: E402
@@ -256,16 +257,10 @@ def cache() -> int:
     finally:
         stop_all(services)
         stop_quietly(clusters)
-        if plan.keep:
-            print(f"kept the work directory {workdir} (BENCH_KEEP=1)")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+        dispose(workdir, plan.keep)
     durations["total"] = time.monotonic() - started
     result.facts["load average at end (1/5/15 min)"] = machine.load_average()
-    print(report.text(result))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(report.markdown(result), encoding="utf-8")
-    print(f"\nreport written to {RESULTS.relative_to(REPO)}")
+    publish(report.text(result), report.markdown(result), RESULTS, REPO)
     return 0
 
 

@@ -41,6 +41,7 @@ from voxbench.cluster import (DEFAULT_PG_CONFIG, LOOPBACK, SUPERUSER, Cluster,  
 from voxbench.commands import BenchError, require_program, run, tail  # noqa: E402
 from voxbench.extension import LIBRARY, LibraryStatus, private_copy  # noqa: E402
 from voxbench.knobs import Knobs  # noqa: E402
+from voxbench.part import dispose  # noqa: E402
 from voxbench.table import Table  # noqa: E402
 
 REPORT = BENCH_DIR / "results" / "monitoring.md"
@@ -271,11 +272,7 @@ def main() -> int:
         for p in reversed(processes):
             p.stop()
         stop_quietly(clusters)
-        if keep:
-            print(f"work directory kept: {workdir}")
-        else:
-            # As root everything in it is ours to delete; as a user, the cluster ran as that user.
-            shutil.rmtree(workdir, ignore_errors=True)
+        dispose(workdir, keep)
 
 
 def write_report(facts: Dict[str, str], knobs: Knobs, library_note: str, overhead: Table, ratio_line: str,

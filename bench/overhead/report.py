@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from voxbench.table import Table
+from voxbench.table import Table, durations_table
 
 from configs import JUMBLING, NONE, PGSS, VOXPERF, Availability, Config
 from instructions import InstructionResult
@@ -57,10 +57,6 @@ def signed_count(value: float) -> str:
 
 def percent(value: float, base: float) -> str:
     return f"{value / base * 100:+.2f} %"
-
-
-def minutes(seconds: float) -> str:
-    return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
 
 
 def instruction_table(run: OverheadRun) -> Table:
@@ -155,13 +151,6 @@ def rounds_table(run: OverheadRun) -> Table:
     return table
 
 
-def durations_table(run: OverheadRun) -> Table:
-    table = Table(["step", "duration"])
-    for step, seconds in run.durations.items():
-        table.add(step, minutes(seconds))
-    return table
-
-
 def text(run: OverheadRun) -> str:
     """The summary printed at the end of the part."""
     out = ["", "Instructions per statement (callgrind, point select):"]
@@ -175,7 +164,7 @@ def text(run: OverheadRun) -> str:
         out.append(tps_table(run).text())
     else:
         out.append(f"  not run: {run.tps_skipped}")
-    out += ["", durations_table(run).text()]
+    out += ["", durations_table(run.durations).text()]
     for warning in run.warnings:
         out.append(f"warning: {warning}")
     return "\n".join(out)
@@ -274,7 +263,7 @@ def markdown(run: OverheadRun) -> str:
         ]
     else:
         out.append(f"Not run: {run.tps_skipped}")
-    out += ["", "## Duration", "", durations_table(run).markdown()]
+    out += ["", "## Duration", "", durations_table(run.durations).markdown()]
     if run.warnings:
         out += ["", "## Warnings", ""] + [f"- {w}" for w in run.warnings]
     return "\n".join(out) + "\n"

@@ -16,7 +16,6 @@ bench/results/overhead.md, and throws away its clusters (BENCH_KEEP=1 keeps them
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import sys
 import time
@@ -37,6 +36,7 @@ from voxbench.commands import BenchError, require_file, require_program  # noqa:
 from voxbench.extension import (LibraryStatus, describe_file, install_voxperf,  # noqa: E402
                                 private_copy)
 from voxbench.knobs import Knobs  # noqa: E402
+from voxbench.part import dispose, publish  # noqa: E402
 
 import instructions  # noqa: E402
 import report  # noqa: E402
@@ -161,17 +161,11 @@ def overhead() -> int:
         run = measure(plan, tools, voxperf, workdir, clusters, durations)
     finally:
         stop_quietly(clusters)
-        if plan.keep:
-            print(f"kept the work directory {workdir} (BENCH_KEEP=1)")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+        dispose(workdir, plan.keep)
 
     durations["total"] = time.monotonic() - started
     run.facts["load average at end (1/5/15 min)"] = machine.load_average()
-    print(report.text(run))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(report.markdown(run), encoding="utf-8")
-    print(f"\nreport written to {RESULTS.relative_to(REPO)}")
+    publish(report.text(run), report.markdown(run), RESULTS, REPO)
     return 0
 
 

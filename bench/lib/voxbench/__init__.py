@@ -7,5 +7,6 @@ Standard library only. The modules:
 - ``extension`` building and installing the voxperf extension before it is measured
 - ``machine``   the facts a report must carry (CPU, PostgreSQL version, voxperf commit)
 - ``knobs``     the environment variables that tune a part
-- ``table``     one table rendered as aligned text (stdout) or Markdown (reports)
+- ``table``     one table rendered as aligned text (stdout) or Markdown (reports); durations
+- ``part``      the end of a part: its work directory removed or kept, its report written
 """

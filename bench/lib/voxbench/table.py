@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import List, Mapping, Sequence
 
 
 class Table:
@@ -40,3 +40,16 @@ class Table:
 
         align = ["---" if i < self.text_columns else "---:" for i in range(len(self.headers))]
         return "\n".join([line(self.headers), line(align)] + [line(row) for row in self.rows])
+
+
+def minutes(seconds: float) -> str:
+    """A duration as "M min SS s"."""
+    return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
+
+
+def durations_table(durations: Mapping[str, float]) -> Table:
+    """How long each step of a part took."""
+    table = Table(["step", "duration"])
+    for step, seconds in durations.items():
+        table.add(step, minutes(seconds))
+    return table
