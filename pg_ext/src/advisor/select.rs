@@ -186,12 +186,16 @@ pub fn choose(w: &Workload<'_>, eval: &mut impl Evaluator, opts: &Options) -> Se
         {
             // The second index is credited with the statements the first alone made worse.
             let mut credited = [(c, Vec::new(), 0.0, 0.0), (d, Vec::new(), 0.0, 0.0)];
-            for (s, before, after) in settle(&costs, &[c, d], &set, affected, &mut current, &mut memo, &mut alive) {
+            for &(s, cost) in &costs {
                 let who = usize::from(hurt.contains(&s));
-                credited[who].1.push((s, before, after));
-                credited[who].2 += weights[s] * before;
-                credited[who].3 += weights[s] * after;
+                if helps(cost, current[s]) {
+                    credited[who].1.push((s, current[s], cost));
+                    credited[who].2 += weights[s] * current[s];
+                    credited[who].3 += weights[s] * cost;
+                }
+                current[s] = cost;
             }
+            memo.retain(|(_, s), _| !costs.iter().any(|x| x.0 == *s));
             for (x, statements, before, after) in credited {
                 alive[x] = false;
                 set.push(x);
@@ -231,8 +235,27 @@ pub fn choose(w: &Workload<'_>, eval: &mut impl Evaluator, opts: &Options) -> Se
             .filter(|x| affected[x.0] == affected[best_c] && x.1 >= best_net * (1.0 - opts.near_best) && close(&x.3))
             .min_by(|a, b| eval.size(a.0).total_cmp(&eval.size(b.0)).then(b.1.total_cmp(&a.1)).then(a.0.cmp(&b.0)))
             .expect("the best candidate is near-best");
-        let statements = settle(&costs, &[c], &set, affected, &mut current, &mut memo, &mut alive);
-        let after = statements.iter().map(|&(s, _, cost)| weights[s] * cost).sum();
+        let mut after = 0.0;
+        let mut statements = Vec::new();
+        let mut hurt = Vec::new();
+        for &(s, cost) in &costs {
+            if helps(cost, current[s]) {
+                statements.push((s, current[s], cost));
+                after += weights[s] * cost;
+                current[s] = cost;
+            } else if hurts(cost, current[s]) {
+                hurt.push(s);
+                current[s] = cost;
+            }
+        }
+        // The set changed for these statements: their cached costs are stale.
+        memo.retain(|(_, s), _| !statements.iter().any(|x| x.0 == *s) && !hurt.contains(s));
+        // A statement the choice made worse may now be worth an index that did not qualify.
+        for (d, alive_d) in alive.iter_mut().enumerate() {
+            if d != c && !set.contains(&d) && affected[d].iter().any(|s| hurt.contains(s)) {
+                *alive_d = true;
+            }
+        }
         alive[c] = false;
         set.push(c);
         chosen.push(Choice { candidate: c, cost_before: base, cost_after: after, statements });
@@ -247,40 +270,6 @@ pub fn choose(w: &Workload<'_>, eval: &mut impl Evaluator, opts: &Options) -> Se
         truncated = !second_look(w, eval, opts, &last_net, &mut chosen, &mut trace);
     }
     Selection { chosen, truncated, trace }
-}
-
-/// The set gains `added` (not yet in `set`), after which the statements cost `costs`: the new
-/// costs of the statements it helps or hurts become current (noise is ignored), the cached
-/// costs they invalidate are dropped, and the candidates of a statement made worse are revived
-/// (that statement may now be worth an index that did not qualify). Returns the statements
-/// helped, with their cost before and after.
-fn settle(
-    costs: &[(usize, f64)],
-    added: &[usize],
-    set: &[usize],
-    affected: &[Vec<usize>],
-    current: &mut [f64],
-    memo: &mut HashMap<(usize, usize), f64>,
-    alive: &mut [bool],
-) -> Vec<(usize, f64, f64)> {
-    let mut helped = Vec::new();
-    let mut hurt = Vec::new();
-    for &(s, cost) in costs {
-        if helps(cost, current[s]) {
-            helped.push((s, current[s], cost));
-            current[s] = cost;
-        } else if hurts(cost, current[s]) {
-            hurt.push(s);
-            current[s] = cost;
-        }
-    }
-    memo.retain(|(_, s), _| !helped.iter().any(|x| x.0 == *s) && !hurt.contains(s));
-    for (d, alive_d) in alive.iter_mut().enumerate() {
-        if !added.contains(&d) && !set.contains(&d) && affected[d].iter().any(|s| hurt.contains(s)) {
-            *alive_d = true;
-        }
-    }
-    helped
 }
 
 /// The best-scoring candidates of a round, for the trace.
