@@ -149,6 +149,21 @@ pub struct HttpConfig {
     pub request_timeout: Duration,
 }
 
+/// The gateway in front of the application (`docs/gateway.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GatewayConfig {
+    /// `VOXPERF_UPSTREAM`: the default upstream's URL.
+    pub upstream: Option<String>,
+    /// `VOXPERF_ROUTES`: the routes file.
+    pub routes_file: Option<std::path::PathBuf>,
+}
+
+impl GatewayConfig {
+    pub fn enabled(&self) -> bool {
+        self.upstream.is_some() || self.routes_file.is_some()
+    }
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -158,6 +173,7 @@ pub struct Config {
     pub log_filter: String,
     pub log_format: LogFormat,
     pub http: HttpConfig,
+    pub gateway: GatewayConfig,
     pub redis: RedisConfig,
     pub cache: CacheConfig,
     pub query: QueryConfig,
@@ -330,6 +346,15 @@ impl Config {
             body_limit: src.bytes("VOXPERF_BODY_LIMIT", 1024, 1 << 30) as usize,
             request_timeout: src.millis("VOXPERF_REQUEST_TIMEOUT", 100, 3_600_000),
         };
+        let gateway = GatewayConfig {
+            upstream: src.optional("VOXPERF_UPSTREAM").map(|u| u.trim_end_matches('/').to_owned()),
+            routes_file: src.optional("VOXPERF_ROUTES").map(std::path::PathBuf::from),
+        };
+        if let Some(url) = &gateway.upstream
+            && !url.starts_with("http://")
+        {
+            src.reject("VOXPERF_UPSTREAM", url, "expected an http:// URL, e.g. http://127.0.0.1:3000");
+        }
         let db_pool_size = src.int("VOXPERF_DB_POOL_SIZE", 1, 1000) as usize;
         let log_filter = src.string("RUST_LOG");
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_filter) {
@@ -424,6 +449,7 @@ impl Config {
             log_filter,
             log_format,
             http,
+            gateway,
             redis,
             cache,
             query,

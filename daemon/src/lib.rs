@@ -9,6 +9,7 @@
 //! | configuration from the environment, presets | [`config`] |
 //! | the cache, generations, invalidation listener | [`cache`] |
 //! | circuit breakers | [`resilience`] |
+//! | the gateway in front of the application: routes, proxy, response cache | [`gateway`] |
 //! | Postgres: pool, read-only statements, watched tables | [`db`] |
 //! | logic behind the API | [`services`] |
 //! | request metrics, collectors, trends, alerts, `/metrics` | [`monitor`] |
@@ -21,6 +22,7 @@ pub mod cache;
 pub mod clock;
 pub mod config;
 pub mod db;
+pub mod gateway;
 pub mod http;
 pub mod monitor;
 pub mod resilience;
@@ -54,13 +56,21 @@ use crate::http::middleware::{errors, etag, security, timing};
 /// The whole HTTP application: routes plus the cross-cutting layers.
 ///
 /// Layer order, outermost first (a request passes them top to bottom, a response bottom to top):
-/// request id → trace span and log → response time → security headers and default
-/// `Cache-Control: no-store` → compression → JSON error shape → ETag → timeout → body limit.
-/// With `PERFORMANCE_MONITORING_ENABLED`, the request-metrics layer wraps all of them.
+/// request id → trace span and log → response time → security headers (where none are set);
+/// then, for voxperfd's own API: default `Cache-Control: no-store` → compression → JSON error
+/// shape → ETag → timeout → body limit; for every other path, with the gateway on: compression
+/// (by the route) → the gateway, which applies each route's own limits. With
+/// `PERFORMANCE_MONITORING_ENABLED`, the request-metrics layer wraps all of them.
 pub fn app(state: AppState) -> Router {
     let config = state.config.http.clone();
     let monitor = state.monitor.clone();
-    let router = with_layers(http::router(state), &config);
+    let gateway = state.gateway.clone();
+    let api = api_layers(http::router(state), &config);
+    let router = match gateway {
+        Some(gateway) => api.fallback_service(gateway_layers(gateway.router())),
+        None => api,
+    };
+    let router = edge_layers(router);
     if monitor.config().enabled {
         let clock = monitor.clock().clone();
         router.layer(http::middleware::metrics::MetricsLayer::new(monitor.requests().clone(), clock))
@@ -72,15 +82,43 @@ pub fn app(state: AppState) -> Router {
 /// Wraps any router in the daemon's HTTP layers (see [`app`]); tests use it on routes of their
 /// own.
 pub fn with_layers(router: Router, http: &config::HttpConfig) -> Router {
+    edge_layers(api_layers(router, http))
+}
+
+fn api_layers(router: Router, http: &config::HttpConfig) -> Router {
     let (body_limit, timeout) = (http.body_limit, http.request_timeout);
-    let mut router = router
+    router
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(RequestBodyLimitLayer::new(body_limit))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, timeout))
         .layer(axum::middleware::from_fn(etag::etag))
         .layer(axum::middleware::from_fn(errors::json_errors))
         .layer(CompressionLayer::new())
-        .layer(SetResponseHeaderLayer::if_not_present(CACHE_CONTROL, HeaderValue::from_static("no-store")));
+        .layer(SetResponseHeaderLayer::if_not_present(CACHE_CONTROL, HeaderValue::from_static("no-store")))
+}
+
+/// Compression of proxied answers: by `Accept-Encoding`, never for tiny, already encoded or
+/// `no-transform` answers (tower-http's default predicate plus ours), nor where the route
+/// turned it off.
+fn gateway_layers(router: Router) -> Router {
+    use tower_http::compression::predicate::{DefaultPredicate, Predicate};
+    #[derive(Clone, Copy)]
+    struct Transformable;
+    impl Predicate for Transformable {
+        fn should_compress<B: axum::body::HttpBody>(&self, response: &axum::http::Response<B>) -> bool {
+            let no_transform = response
+                .headers()
+                .get_all(CACHE_CONTROL)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .any(|v| v.split(',').any(|d| d.trim().eq_ignore_ascii_case("no-transform")));
+            !no_transform && response.extensions().get::<gateway::NoCompression>().is_none()
+        }
+    }
+    router.layer(CompressionLayer::new().compress_when(DefaultPredicate::new().and(Transformable)))
+}
+
+fn edge_layers(mut router: Router) -> Router {
     for (name, value) in security::headers() {
         router = router.layer(SetResponseHeaderLayer::if_not_present(name, value));
     }
@@ -118,7 +156,8 @@ where
 {
     let tasks_token = CancellationToken::new();
     let tasks = state.start(tasks_token.clone());
-    let result = axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await;
+    let service = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let result = axum::serve(listener, service).with_graceful_shutdown(shutdown).await;
     tasks_token.cancel();
     for task in tasks {
         let _ = task.await;

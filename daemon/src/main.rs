@@ -33,7 +33,17 @@ fn main() -> std::process::ExitCode {
         }
     };
     if cli.check_config {
-        println!("{}\nconfiguration OK", config.summary());
+        println!("{}", config.summary());
+        if config.gateway.enabled() {
+            match voxperfd::gateway::check(&config.gateway, &config.breaker) {
+                Ok(table) => print!("gateway:\n{table}"),
+                Err(e) => {
+                    eprintln!("voxperfd: invalid gateway routes: {e}");
+                    return std::process::ExitCode::FAILURE;
+                }
+            }
+        }
+        println!("configuration OK");
         return std::process::ExitCode::SUCCESS;
     }
     init_tracing(&config);
@@ -66,6 +76,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let state = AppState::new(config).context("building the application state")?;
     let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr} (VOXPERF_LISTEN)"))?;
     tracing::info!("voxperfd listening on http://{addr}/ (API docs: http://{addr}/api/openapi.json)");
+    if let Some(gateway) = &state.gateway {
+        tracing::info!("gateway: every other path is proxied to the application; routes:\n{}", gateway.describe());
+    }
     run(listener, state, shutdown_signal()).await.context("serving HTTP")?;
     tracing::info!("voxperfd stopped");
     Ok(())

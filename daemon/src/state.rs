@@ -18,11 +18,15 @@ use crate::cache::{Cache, CacheSettings, L2, L2Error};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
 use crate::db::{self, Db, PgBroadcast};
+use crate::gateway::Gateway;
+use crate::gateway::routes::RoutesError;
 use crate::monitor::Monitor;
 use crate::monitor::health::{Component, MonitorCheck};
 use crate::resilience::Breakers;
 use crate::services::advisor::Advisor;
-use crate::services::health::{BreakersCheck, CacheCheck, HealthCheck, HealthService, PostgresCheck, RedisCheck};
+use crate::services::health::{
+    BreakersCheck, CacheCheck, GatewayCheck, HealthCheck, HealthService, PostgresCheck, RedisCheck,
+};
 use crate::services::optimize::Optimizer;
 use crate::services::query_cache::{PgQueryBackend, QueryCacheService};
 
@@ -32,6 +36,8 @@ pub enum Error {
     Db(#[from] db::Error),
     #[error("redis: {0}")]
     Redis(#[from] L2Error),
+    #[error("gateway routes (VOXPERF_ROUTES): {0}")]
+    Routes(#[from] RoutesError),
 }
 
 #[derive(Debug, Clone)]
@@ -47,6 +53,8 @@ pub struct AppState {
     pub advisor: Advisor,
     pub optimizer: Optimizer,
     pub listener: ListenerHandle,
+    /// The gateway in front of the application; `None` without `VOXPERF_UPSTREAM` / `VOXPERF_ROUTES`.
+    pub gateway: Option<Gateway>,
     pending_listener: Arc<Mutex<Option<InvalidationListener>>>,
 }
 
@@ -79,6 +87,12 @@ impl AppState {
                 statement_timeout: config.query.statement_timeout,
             }),
         ));
+        // Before the monitor: its breaker alerts are made for the breakers that exist then.
+        let gateway = if config.gateway.enabled() {
+            Some(Gateway::new(&config.gateway, &config.breaker, cache.clone(), breakers.clone())?)
+        } else {
+            None
+        };
         let listener =
             InvalidationListener::new(config.database_url.clone(), config.cache.notify_channel.clone(), cache.clone());
         let handle = listener.handle();
@@ -90,6 +104,9 @@ impl AppState {
             Arc::new(CacheCheck { cache: cache.clone(), listener: handle.clone() }),
             Arc::new(BreakersCheck(breakers.clone())),
         ];
+        if let Some(gateway) = &gateway {
+            checks.push(Arc::new(GatewayCheck(gateway.clone())));
+        }
         for component in Component::ALL {
             checks.push(Arc::new(MonitorCheck { monitor: monitor.clone(), component }));
         }
@@ -117,6 +134,7 @@ impl AppState {
             breakers,
             queries,
             listener: handle,
+            gateway,
             pending_listener: Arc::new(Mutex::new(Some(listener))),
         })
     }
@@ -129,6 +147,11 @@ impl AppState {
             tokio::spawn(self.cache.clone().run_redis_sync(shutdown.clone())),
             tokio::spawn(listener.run(shutdown.clone())),
         ];
+        if let Some(gateway) = &self.gateway
+            && gateway.status().file.is_some()
+        {
+            tasks.push(tokio::spawn(gateway.clone().reload_on_sighup(shutdown.clone())));
+        }
         tasks.extend(self.monitor.start(shutdown));
         tasks
     }

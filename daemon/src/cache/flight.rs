@@ -34,6 +34,22 @@ impl Flights {
         FlightGuard { flights: self, key: key.to_owned(), lock, guard: Some(guard) }
     }
 
+    /// Holds `key` if no other task of this process is loading it; `None` otherwise.
+    pub fn try_lock(&self, key: &str) -> Option<FlightGuard<'_>> {
+        let lock = {
+            let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+            locks.entry(key.to_owned()).or_default().clone()
+        };
+        match lock.clone().try_lock_owned() {
+            Ok(guard) => Some(FlightGuard { flights: self, key: key.to_owned(), lock, guard: Some(guard) }),
+            Err(_) => {
+                // Dropping our clone through a guard-less FlightGuard keeps the map's rule.
+                drop(FlightGuard { flights: self, key: key.to_owned(), lock, guard: None });
+                None
+            }
+        }
+    }
+
     pub fn in_flight(&self) -> usize {
         self.locks.lock().unwrap_or_else(|e| e.into_inner()).len()
     }

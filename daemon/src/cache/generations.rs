@@ -72,6 +72,10 @@ struct TagState {
     confirmed: u64,
     /// What [`Generations::generation`] reports: rises with every invalidation applied here.
     reported: u64,
+    /// Number of the newest invalidation batch here that named this tag (0: none); unlike a
+    /// mark it is never cleared, so [`Generations::invalidated_after`] can answer for any past
+    /// position.
+    last_batch: u64,
 }
 
 #[derive(Debug, Default)]
@@ -84,6 +88,8 @@ struct State {
     /// Tags invalidated here that Redis has not confirmed, with their newest mark.
     marks: HashMap<String, u64>,
     epoch_mark: Option<u64>,
+    /// Number of the newest epoch batch (0: none); never cleared.
+    last_epoch_batch: u64,
     /// Redis may be behind this process (it was unreachable, or was seen behind the mirror: it
     /// lost data): push the mirror before trusting it again.
     needs_resync: bool,
@@ -180,7 +186,23 @@ impl Generations {
             s.marks.insert(tag.to_owned(), mark);
             let g = s.tags.entry(tag.to_owned()).or_default();
             g.reported = g.reported.max(g.confirmed) + 1;
+            g.last_batch = mark;
         }
+    }
+
+    /// How many invalidation batches this process has applied (a position for
+    /// [`Generations::invalidated_after`]).
+    pub fn applied(&self) -> u64 {
+        self.lock().applied
+    }
+
+    /// Whether a batch applied after position `applied` named one of `tags` or bumped the epoch.
+    /// A loader that learns its tags only from its own result (a proxied response's `Cache-Tag`)
+    /// takes the position before it runs and asks this afterwards: its vector, read after the
+    /// load, is trustworthy only if nothing it depends on was invalidated here meanwhile.
+    pub fn invalidated_after(&self, tags: &[String], applied: u64) -> bool {
+        let s = self.lock();
+        s.last_epoch_batch > applied || tags.iter().any(|t| s.tags.get(t).is_some_and(|g| g.last_batch > applied))
     }
 
     /// Makes everything cached so far a miss here, at once (the LISTEN connection came back).
@@ -188,6 +210,7 @@ impl Generations {
         let mut s = self.lock();
         s.applied += 1;
         s.epoch_mark = Some(s.applied);
+        s.last_epoch_batch = s.applied;
         s.reported_floor = s.reported_floor.max(s.floor) + 1;
     }
 
@@ -299,6 +322,22 @@ mod tests {
         let values: Vec<u64> =
             sent.tags.iter().map(|(t, _, _)| redis[list.iter().position(|l| l == t).unwrap()]).collect();
         g.confirm(&sent, None, &values);
+    }
+
+    #[test]
+    fn invalidated_after_answers_for_a_past_position_even_once_redis_confirmed() {
+        let g = Generations::default();
+        bump(&g, &["a"], &[1]);
+        let before = g.applied();
+        assert!(!g.invalidated_after(&tags(&["a", "b"]), before));
+        bump(&g, &["b"], &[7]);
+        // Confirmed by Redis (the mark is gone), yet still known to have happened after `before`.
+        assert!(!g.has_unconfirmed());
+        assert!(g.invalidated_after(&tags(&["b"]), before));
+        assert!(!g.invalidated_after(&tags(&["a", "c"]), before));
+        let later = g.applied();
+        g.mark_epoch();
+        assert!(g.invalidated_after(&tags(&["c"]), later));
     }
 
     #[test]

@@ -57,6 +57,99 @@ impl Cache {
         Ok(self.store(key, value, ttl, snapshot, seq).await)
     }
 
+    /// Like [`Cache::get_or_load`] for a loader that learns more tags from its own result (a
+    /// proxied response's `Cache-Tag`): `tags` are known before it runs, the loader returns the
+    /// value with the extra ones. The extra tags' generations can only be read after the load,
+    /// so the value is stored only if none of them was invalidated here while it ran (a write
+    /// the loader might not have seen); either way it is returned.
+    pub async fn get_or_load_tagged<F, Fut, E>(
+        &self,
+        key: &str,
+        ttl: Option<Duration>,
+        tags: &[String],
+        loader: F,
+    ) -> Result<Cached, LoadError<E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<(Bytes, Vec<String>), E>>,
+    {
+        validate_key(key)?;
+        let tags = validate_tags(tags)?;
+        let ttl = self.ttl(ttl)?;
+        if let Some(hit) = self.lookup(key).await {
+            return Ok(hit);
+        }
+        let _flight = self.shared.flights.lock(key).await;
+        if let Some(hit) = self.lookup(key).await {
+            return Ok(hit);
+        }
+        self.load_tagged(key, ttl, &tags, loader).await
+    }
+
+    /// Loads `key` again and stores the result, whatever is cached now (refresh-ahead and
+    /// stale-while-revalidate); the same rules as [`Cache::get_or_load_tagged`]. Returns `None`
+    /// without loading when a load of the key is already running in this process.
+    pub async fn refresh_tagged<F, Fut, E>(
+        &self,
+        key: &str,
+        ttl: Option<Duration>,
+        tags: &[String],
+        loader: F,
+    ) -> Option<Result<Cached, LoadError<E>>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<(Bytes, Vec<String>), E>>,
+    {
+        let checked = validate_key(key).and_then(|()| Ok((validate_tags(tags)?, self.ttl(ttl)?)));
+        let (tags, ttl) = match checked {
+            Ok(v) => v,
+            Err(e) => return Some(Err(e.into())),
+        };
+        let _flight = self.shared.flights.try_lock(key)?;
+        Some(self.load_tagged(key, ttl, &tags, loader).await)
+    }
+
+    async fn load_tagged<F, Fut, E>(
+        &self,
+        key: &str,
+        ttl: Duration,
+        tags: &[String],
+        loader: F,
+    ) -> Result<Cached, LoadError<E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<(Bytes, Vec<String>), E>>,
+    {
+        let seq = self.shared.keys.position();
+        let applied = self.shared.gens.applied();
+        let snapshot = self.snapshot(tags).await;
+        let result = loader().await;
+        self.shared.metrics.load(result.is_ok());
+        let (value, extra) = result.map_err(LoadError::Loader)?;
+        let extra: Vec<String> = match validate_tags(&extra) {
+            Ok(extra) => extra.into_iter().filter(|t| tags.binary_search(t).is_err()).collect(),
+            Err(e) => {
+                tracing::debug!(key, error = %e, "a loader's own tags are invalid; value not stored");
+                self.shared.metrics.store_skipped();
+                return Ok(uncached(value, self.shared.clock.unix_ms(), ttl));
+            }
+        };
+        if extra.is_empty() {
+            return Ok(self.store(key, value, ttl, snapshot, seq).await);
+        }
+        if self.shared.gens.invalidated_after(&extra, applied) {
+            self.shared.metrics.store_skipped();
+            return Ok(uncached(value, self.shared.clock.unix_ms(), ttl));
+        }
+        let late = self.snapshot(&extra).await;
+        let mut vector = snapshot.vector;
+        vector.tags.extend(late.vector.tags);
+        vector.tags.sort_unstable();
+        vector.epoch = vector.epoch.min(late.vector.epoch);
+        let snapshot = Snapshot { vector, l2_safe: snapshot.l2_safe && late.l2_safe };
+        Ok(self.store(key, value, ttl, snapshot, seq).await)
+    }
+
     /// Looks `key` up in L1, then L2; returns only a value that is current and unexpired.
     pub(super) async fn lookup(&self, key: &str) -> Option<Cached> {
         let s = &self.shared;
@@ -223,6 +316,12 @@ impl Cache {
         }
         loaded
     }
+}
+
+/// A loaded value that was not stored.
+fn uncached(value: Bytes, now_ms: u64, ttl: Duration) -> Cached {
+    let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+    Cached { value, source: Source::Loader, created_ms: now_ms, expires_ms: now_ms.saturating_add(ttl_ms) }
 }
 
 fn cached(entry: &Entry, source: Source) -> Cached {

@@ -79,6 +79,18 @@ pub const VARS: &[Var] = &[
         "Postgres connection string (the database with the voxperf extension). TLS is not supported: use a local or tunnelled connection.",
     ),
     var("VOXPERF_LISTEN", "127.0.0.1:8080", Daemon, "Address the HTTP API listens on (host:port)."),
+    var(
+        "VOXPERF_UPSTREAM",
+        "",
+        Daemon,
+        "Gateway: the application's base URL (http://host:port). Every path that is not voxperfd's own API is proxied to it; routes of VOXPERF_ROUTES add caching and limits. Unset (and no routes file): the gateway is off and unknown paths answer 404.",
+    ),
+    var(
+        "VOXPERF_ROUTES",
+        "",
+        Daemon,
+        "Gateway: path of the routes file (TOML; see docs/gateway.md): upstreams, caching strategy, tags, vary, timeouts, body limits, compression, breakers, stale windows per path pattern. Reloaded on SIGHUP.",
+    ),
     secret("VOXPERF_ADMIN_TOKEN", Daemon, "Bearer token required by /api/admin/*. Unset: admin routes answer 403."),
     var(
         "VOXPERF_BODY_LIMIT",

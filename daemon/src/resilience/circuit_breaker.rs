@@ -166,6 +166,10 @@ impl CircuitBreaker {
         }
     }
 
+    pub fn settings(&self) -> &BreakerSettings {
+        &self.settings
+    }
+
     /// The state a caller would meet at `now` (an open breaker whose timeout has passed is
     /// half-open: the next call is a trial).
     pub fn state(&self, now: Instant) -> BreakerState {

@@ -1,4 +1,4 @@
-//! Circuit breakers around the daemon's dependencies (Redis and Postgres).
+//! Circuit breakers around the daemon's dependencies (Redis, Postgres, the gateway's upstreams).
 //!
 //! [`circuit_breaker`] holds the pure state machine; this module wraps it for async callers:
 //! [`Breaker::call`] asks for a permit, runs the future, and records how it ended, measured with
@@ -10,7 +10,7 @@ pub mod circuit_breaker;
 mod window;
 
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 pub use circuit_breaker::{
     BreakerSettings, BreakerSnapshot, BreakerState, CircuitBreaker, OpenReason, Permit, Rejected,
@@ -26,7 +26,7 @@ use crate::clock::SharedClock;
 pub enum CallError<E> {
     /// The breaker is open (or its half-open trials are taken): the call was not made.
     #[error("circuit breaker `{name}` is open; retry in {retry_after_ms} ms")]
-    Open { name: &'static str, retry_after_ms: u64 },
+    Open { name: String, retry_after_ms: u64 },
     /// The call was made and failed.
     #[error(transparent)]
     Inner(E),
@@ -35,19 +35,23 @@ pub enum CallError<E> {
 /// A named breaker shared by every caller of one dependency.
 #[derive(Debug, Clone)]
 pub struct Breaker {
-    name: &'static str,
+    name: Arc<str>,
     machine: Arc<Mutex<CircuitBreaker>>,
     clock: SharedClock,
 }
 
 impl Breaker {
-    pub fn new(name: &'static str, settings: BreakerSettings, clock: SharedClock) -> Self {
+    pub fn new(name: impl Into<Arc<str>>, settings: BreakerSettings, clock: SharedClock) -> Self {
         let machine = CircuitBreaker::new(settings, clock.now());
-        Self { name, machine: Arc::new(Mutex::new(machine)), clock }
+        Self { name: name.into(), machine: Arc::new(Mutex::new(machine)), clock }
     }
 
-    pub fn name(&self) -> &'static str {
-        self.name
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn settings(&self) -> BreakerSettings {
+        self.lock().settings().clone()
     }
 
     // The state machine never panics while locked, but a poisoned lock must not take the cache
@@ -74,17 +78,27 @@ impl Breaker {
     where
         F: Future<Output = Result<T, E>>,
     {
+        self.call_judged(call, |result| result.as_ref().err().is_some_and(is_failure)).await
+    }
+
+    /// Runs `call` if permitted; `failed` judges the whole outcome (a proxied 503 is a value,
+    /// and a failure of the upstream all the same).
+    pub async fn call_judged<T, E, F>(
+        &self,
+        call: F,
+        failed: impl FnOnce(&Result<T, E>) -> bool,
+    ) -> Result<T, CallError<E>>
+    where
+        F: Future<Output = Result<T, E>>,
+    {
         let permit = self.lock().try_acquire(self.clock.now()).map_err(|r| CallError::Open {
-            name: self.name,
+            name: self.name.to_string(),
             retry_after_ms: u64::try_from(r.retry_after.as_millis()).unwrap_or(u64::MAX),
         })?;
         let mut guard = PermitGuard { breaker: self, permit: Some(permit) };
         let started = self.clock.now();
         let result = call.await;
-        let failed = match &result {
-            Ok(_) => false,
-            Err(e) => is_failure(e),
-        };
+        let failed = failed(&result);
         if let Some(permit) = guard.permit.take() {
             let now = self.clock.now();
             self.lock().record(permit, now, failed, now - started);
@@ -98,7 +112,7 @@ impl Breaker {
     }
 
     pub fn snapshot(&self) -> NamedBreakerSnapshot {
-        NamedBreakerSnapshot { name: self.name.to_owned(), breaker: self.lock().snapshot(self.clock.now()) }
+        NamedBreakerSnapshot { name: self.name.to_string(), breaker: self.lock().snapshot(self.clock.now()) }
     }
 }
 
@@ -123,11 +137,14 @@ pub struct NamedBreakerSnapshot {
     pub breaker: BreakerSnapshot,
 }
 
-/// Every breaker of the daemon.
+/// Every breaker of the daemon: its own dependencies' and one per gateway upstream.
 #[derive(Debug, Clone)]
 pub struct Breakers {
     pub redis: Breaker,
     pub postgres: Breaker,
+    /// `upstream:<name>` for each upstream of the routes file, in the file's order.
+    upstreams: Arc<RwLock<Vec<Breaker>>>,
+    clock: SharedClock,
 }
 
 impl Breakers {
@@ -135,11 +152,35 @@ impl Breakers {
         Self {
             redis: Breaker::new("redis", settings.clone(), clock.clone()),
             postgres: Breaker::new("postgres", settings.clone(), clock.clone()),
+            upstreams: Arc::default(),
+            clock: clock.clone(),
         }
     }
 
-    pub fn all(&self) -> [&Breaker; 2] {
-        [&self.redis, &self.postgres]
+    pub fn all(&self) -> Vec<Breaker> {
+        let mut all = vec![self.redis.clone(), self.postgres.clone()];
+        all.extend(self.upstreams.read().unwrap_or_else(|e| e.into_inner()).iter().cloned());
+        all
+    }
+
+    /// The breakers of these upstreams (name and settings), in this order: one that exists with
+    /// the same settings is kept with its state (a reload changes nothing for it), the others are
+    /// new, and breakers of upstreams no longer listed go away.
+    pub fn set_upstreams(&self, upstreams: &[(String, BreakerSettings)]) -> Vec<Breaker> {
+        let mut current = self.upstreams.write().unwrap_or_else(|e| e.into_inner());
+        let next: Vec<Breaker> = upstreams
+            .iter()
+            .map(|(name, settings)| {
+                let name = format!("upstream:{name}");
+                current
+                    .iter()
+                    .find(|b| b.name() == name && b.settings() == *settings)
+                    .cloned()
+                    .unwrap_or_else(|| Breaker::new(name, settings.clone(), self.clock.clone()))
+            })
+            .collect();
+        *current = next.clone();
+        next
     }
 }
 
@@ -175,7 +216,7 @@ mod tests {
                 Ok::<_, ()>(())
             })
             .await;
-        assert!(matches!(r, Err(CallError::Open { name: "test", .. })));
+        assert!(matches!(r, Err(CallError::Open { ref name, .. }) if name == "test"));
         assert!(!ran);
         clock.advance(Duration::from_secs(5));
         assert!(b.call(async { Ok::<_, ()>(()) }).await.is_ok());

@@ -249,6 +249,31 @@ impl HealthCheck for CacheCheck {
 #[derive(Debug)]
 pub struct BreakersCheck(pub Breakers);
 
+/// The gateway's routes file: the table in force, and whether the last reload failed.
+#[derive(Debug)]
+pub struct GatewayCheck(pub crate::gateway::Gateway);
+
+#[async_trait::async_trait]
+impl HealthCheck for GatewayCheck {
+    fn name(&self) -> &'static str {
+        "gateway"
+    }
+
+    async fn check(&self) -> ComponentHealth {
+        let status = self.0.status();
+        let details = json!(status);
+        match &status.last_error {
+            None => ComponentHealth::new(Status::Ok, format!("{} routes", status.routes), details).scored(100.0, 5.0),
+            Some(e) => ComponentHealth::new(
+                Status::Degraded,
+                format!("last reload failed, previous routes in force: {e}"),
+                details,
+            )
+            .scored(50.0, 5.0),
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl HealthCheck for BreakersCheck {
     fn name(&self) -> &'static str {
@@ -256,11 +281,12 @@ impl HealthCheck for BreakersCheck {
     }
 
     async fn check(&self) -> ComponentHealth {
-        let states: BTreeMap<&str, BreakerState> = self.0.all().iter().map(|b| (b.name(), b.state())).collect();
+        let states: BTreeMap<String, BreakerState> =
+            self.0.all().iter().map(|b| (b.name().to_owned(), b.state())).collect();
         let open: Vec<&str> = states
             .iter()
             .filter(|(_, s)| matches!(s, BreakerState::Open | BreakerState::HalfOpen))
-            .map(|(n, _)| *n)
+            .map(|(n, _)| n.as_str())
             .collect();
         let details = json!(states);
         // Score: the share of breakers letting calls through normally.

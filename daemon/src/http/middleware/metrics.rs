@@ -18,6 +18,7 @@ use axum::response::Response;
 use tower::{Layer, Service};
 
 use crate::clock::SharedClock;
+use crate::gateway::RouteLabel;
 use crate::monitor::requests::{Finished, RequestMetrics, UNMATCHED};
 
 /// Records every request into `metrics`.
@@ -104,7 +105,11 @@ where
             let layer = &p.layer;
             layer.metrics.record(Finished {
                 method: p.method.as_str(),
-                route: p.route.as_ref().map_or(UNMATCHED, MatchedPath::as_str),
+                // A proxied request is labelled by its gateway route (it has no `MatchedPath`).
+                route: match response.extensions().get::<RouteLabel>() {
+                    Some(label) => &label.0,
+                    None => p.route.as_ref().map_or(UNMATCHED, MatchedPath::as_str),
+                },
                 path: p.uri.path(),
                 status: response.status().as_u16(),
                 took,
