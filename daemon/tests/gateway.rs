@@ -612,3 +612,45 @@ async fn without_an_upstream_unknown_paths_are_404s_as_before() {
     let response = voxperfd::app(state).oneshot(common::get("/api/numbers/search")).await.unwrap();
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn past_its_ttl_an_answer_is_served_stale_while_one_request_refreshes_it() {
+    let up = Running::start(Backend::default(), None).await;
+    let routes =
+        "[[route]]\npath = \"/api/items/{id}\"\ncache = \"shortTerm\"\nttl = 1\nstale_while_revalidate = \"1h\"\n";
+    let gw = gateway(up.addr, routes, &[]).await;
+    let url = format!("{}/api/items/3", gw.url);
+    assert_eq!(get(&url).await.json()["version"], 0);
+    up.backend.version.store(5, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let stale = get(&url).await;
+    assert_eq!((stale.header("x-cache"), stale.json()["version"].as_u64()), ("STALE", Some(0)));
+    // The background refresh lands shortly after; then the new answer is a plain hit.
+    let mut refreshed = false;
+    for _ in 0..50 {
+        let a = get(&url).await;
+        if a.header("x-cache") == "HIT" && a.json()["version"] == 5 {
+            refreshed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(refreshed, "the refresh stored the upstream's new answer");
+    assert_eq!(up.backend.calls("item"), 2, "one refresh, not one per stale hit");
+
+    // An invalidation is not extended by the window: the next answer is fresh.
+    up.backend.version.store(6, Ordering::SeqCst);
+    gw.state.cache.invalidate_tags(&["item:3".to_owned()]).await.unwrap();
+    let after = get(&url).await;
+    assert_eq!((after.header("x-cache"), after.json()["version"].as_u64()), ("MISS", Some(6)));
+}
+
+#[tokio::test]
+async fn content_hashed_assets_are_immutable_downstream() {
+    let up = Running::start(Backend::default(), None).await;
+    let gw = gateway(up.addr, ROUTES, &[]).await;
+    // The upstream has no such file: only a 200 gets the long lifetime.
+    let missing = get(&format!("{}/static/app.3f9a1c2e.js", gw.url)).await;
+    assert_eq!(missing.status, 404);
+    assert_ne!(missing.header("cache-control"), "public, max-age=31536000, immutable");
+}

@@ -510,7 +510,11 @@ async fn handle(State(gateway): State<Gateway>, request: Request) -> Response {
     let index = loaded.table.index_of(request.uri().path());
     let label = index.map_or_else(|| loaded.unrouted_label.clone(), |i| loaded.labels[i].clone());
     let compress = index.map_or(loaded.table.unrouted.compress, |i| loaded.table.routes()[i].compress);
+    let hashed = stored::is_content_hashed(request.uri().path());
     let mut response = gateway.respond(&loaded, index, request).await;
+    if hashed && response.status() == StatusCode::OK {
+        response.headers_mut().insert(header::CACHE_CONTROL, stored::IMMUTABLE);
+    }
     response.extensions_mut().insert(RouteLabel(label));
     if !compress {
         response.extensions_mut().insert(NoCompression);

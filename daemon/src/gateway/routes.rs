@@ -287,7 +287,7 @@ fn check_pattern(pattern: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// `300`, `"300s"`, `"250ms"`, `"5m"`, `"2h"`: a bare number is seconds.
+/// `300`, `"300s"`, `"250ms"`, `"5m"`, `"2h"`, `"1d"`: a bare number is seconds.
 fn parse_duration(value: &DurationValue) -> Result<Duration, String> {
     match value {
         DurationValue::Seconds(n) if *n >= 0 => Ok(Duration::from_secs(*n as u64)),
@@ -303,7 +303,8 @@ fn parse_duration(value: &DurationValue) -> Result<Duration, String> {
                 "" | "s" => Duration::from_secs(n),
                 "m" => Duration::from_secs(n.saturating_mul(60)),
                 "h" => Duration::from_secs(n.saturating_mul(3600)),
-                _ => return Err(format!("{s:?}: expected a duration such as 250ms, 5s, 2m or 1h")),
+                "d" => Duration::from_secs(n.saturating_mul(86_400)),
+                _ => return Err(format!("{s:?}: expected a duration such as 250ms, 5s, 2m, 1h or 1d")),
             };
             Ok(d)
         }

@@ -280,6 +280,21 @@ pub fn serve(
     response
 }
 
+/// The seed's `staticAssets`: a content-hashed file name (`app.3f9a1c2e.js`, `logo-5d41402abc.png`:
+/// eight or more hex digits before the extension) never changes, so downstream caches may keep
+/// it for a year without asking.
+pub fn is_content_hashed(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or("");
+    let Some((stem, ext)) = name.rsplit_once('.') else { return false };
+    if ext.is_empty() || !ext.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return false;
+    }
+    let hash = stem.rsplit(['.', '-']).next().unwrap_or("");
+    hash.len() >= 8 && hash.len() < stem.len() && hash.chars().all(|c| c.is_ascii_hexdigit())
+}
+
+pub const IMMUTABLE: HeaderValue = HeaderValue::from_static("public, max-age=31536000, immutable");
+
 /// Downstream copies may be kept but must be revalidated (cheap: the `ETag` answers `304`):
 /// no downstream cache hears of the database's writes.
 fn cache_control(strategy: CacheStrategy) -> HeaderValue {
@@ -361,6 +376,18 @@ mod tests {
         let cookie = key(&r, u, &get("/r", &[("cookie", "session=abc")])).unwrap();
         assert!(alice != bob && bob != cookie && alice != cookie);
         assert!(key(&r, s, &get(&format!("/r?q={}", "x".repeat(2000)), &[])).is_none());
+    }
+
+    #[test]
+    fn content_hashed_names_are_recognised() {
+        for hashed in ["/static/app.3f9a1c2e.js", "/img/logo-5d41402abc4b2a76.png", "/a/b.c.deadbeef.css"] {
+            assert!(is_content_hashed(hashed), "{hashed}");
+        }
+        for plain in
+            ["/static/app.js", "/static/deadbeef.js", "/static/app.3f9a.js", "/api/numbers/12345678", "/x.1234567z.js"]
+        {
+            assert!(!is_content_hashed(plain), "{plain}");
+        }
     }
 
     #[test]

@@ -124,3 +124,10 @@ fn without_any_upstream_a_route_is_refused() {
     assert_eq!(e.field, "route.upstream");
     assert!(e.reason.contains("VOXPERF_UPSTREAM"), "{e}");
 }
+
+#[test]
+fn the_documented_example_is_valid() {
+    let t = parse(include_str!("../../../../docs/routes.example.toml")).unwrap();
+    assert!(t.routes().len() >= 8);
+    assert_eq!(t.find("/static/app.3f9a1c2e.js").cache.unwrap().strategy, CacheStrategy::short_term(86_400));
+}
