@@ -13,6 +13,8 @@ export VOXPERF_ROOT
 export VOXPERF_PGPORT="${VOXPERF_PGPORT:-28815}"
 export VOXPERF_REDIS_PORT="${VOXPERF_REDIS_PORT:-26379}"
 export VOXPERF_LISTEN="${VOXPERF_LISTEN:-127.0.0.1:8080}"
+# The demo application (voxlink-demo) that `make run` puts behind voxperfd's gateway.
+export VOXLINK_LISTEN="${VOXLINK_LISTEN:-127.0.0.1:3000}"
 
 # The PostgreSQL 15 installation everything builds against and runs: Debian's postgresql-15.
 export PG_CONFIG="${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}"

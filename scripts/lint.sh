@@ -8,7 +8,7 @@ cd "$VOXPERF_ROOT"
 
 voxperf_banner "lint: cargo fmt --check"
 cargo fmt --all --check
-voxperf_banner "lint: clippy (voxperfd, voxperf-e2e)"
-cargo clippy -p voxperfd -p voxperf-e2e --all-targets -- -D warnings
+voxperf_banner "lint: clippy (voxperfd, voxperf-e2e, voxlink-demo)"
+cargo clippy -p voxperfd -p voxperf-e2e -p voxlink-demo --all-targets -- -D warnings
 voxperf_banner "lint: clippy (extension, features pg15 pg_test)"
 (cd pg_ext && cargo clippy --all-targets --features "pg15 pg_test" -- -D warnings)

@@ -65,5 +65,5 @@ voxperf_banner "start PostgreSQL (127.0.0.1:$VOXPERF_PGPORT) and Redis (127.0.0.
 "$VOXPERF_SCRIPTS/pg.sh" start
 "$VOXPERF_SCRIPTS/redis.sh" start
 
-voxperf_banner "voxperfd and end-to-end tests (cargo test -p voxperfd -p voxperf-e2e)"
-cargo test -p voxperfd -p voxperf-e2e
+voxperf_banner "voxperfd, demo application and end-to-end tests (cargo test -p voxperfd -p voxperf-e2e -p voxlink-demo)"
+cargo test -p voxperfd -p voxperf-e2e -p voxlink-demo

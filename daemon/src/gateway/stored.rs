@@ -131,7 +131,11 @@ pub fn refusal(route: &Route, response: &Response) -> Option<&'static str> {
     let vary_ok = h.get_all(header::VARY).iter().all(|v| {
         v.to_str().is_ok_and(|v| {
             v.split(',').map(str::trim).filter(|n| !n.is_empty()).all(|n| {
-                n.eq_ignore_ascii_case("accept-encoding")
+                // Per-user strategies are keyed by the credentials already.
+                let per_user = matches!(route.cache.map(|c| c.strategy), Some(CacheStrategy::Analytics(_)))
+                    && (n.eq_ignore_ascii_case("authorization") || n.eq_ignore_ascii_case("cookie"));
+                per_user
+                    || n.eq_ignore_ascii_case("accept-encoding")
                     || route.vary.iter().any(|r| r.as_str().eq_ignore_ascii_case(n))
             })
         })
@@ -417,6 +421,12 @@ mod tests {
         assert_eq!(refusal(&r, &response(200, &[("content-encoding", "gzip")])), Some("content-encoding"));
         assert_eq!(refusal(&r, &response(200, &[("vary", "*")])), Some("vary"));
         assert_eq!(refusal(&r, &response(200, &[("vary", "cookie")])), Some("vary"));
+        let mut analytics = r.clone();
+        analytics.cache = Some(super::super::routes::CachePolicy {
+            strategy: CacheStrategy::analytics(60),
+            stale_while_revalidate: Duration::ZERO,
+        });
+        assert_eq!(refusal(&analytics, &response(200, &[("vary", "Authorization, Cookie")])), None);
         assert_eq!(refusal(&r, &response(200, &[("content-length", "99999999")])), Some("size"));
     }
 
