@@ -26,6 +26,11 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 const FACADE_BUCKETS: [f64; 12] =
     [0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1];
 
+/// Buckets (seconds) of the gateway's upstream times: an application answers in milliseconds to
+/// seconds, up to a route's timeout.
+const UPSTREAM_BUCKETS: [f64; 14] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
 /// The process-wide recorder behind the `metrics` macros, installed on first use; `None` when
 /// another recorder was installed first (an embedding application's own).
 pub fn recorder() -> Option<&'static PrometheusHandle> {
@@ -34,6 +39,12 @@ pub fn recorder() -> Option<&'static PrometheusHandle> {
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &FACADE_BUCKETS)
+                .ok()?
+                // A full-name matcher wins over a suffix one (the exporter sorts them so).
+                .set_buckets_for_metric(
+                    Matcher::Full("voxperf_gateway_upstream_duration_seconds".into()),
+                    &UPSTREAM_BUCKETS,
+                )
                 .ok()?;
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
@@ -72,6 +83,15 @@ pub async fn upkeep(shutdown: tokio_util::sync::CancellationToken) {
 fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_counter!("voxperf_cache_lookups_total", "Cache lookups by level and result (hit, miss, stale).");
+    describe_counter!(
+        "voxperf_gateway_requests_total",
+        "Requests through the gateway by route pattern and cache outcome (hit, miss, stale, stale_if_error, uncacheable, pass, error)."
+    );
+    describe_histogram!(
+        "voxperf_gateway_upstream_duration_seconds",
+        Unit::Seconds,
+        "Time until the upstream's response headers, by gateway route pattern."
+    );
     describe_histogram!("voxperf_cache_lookup_duration_seconds", Unit::Seconds, "Time of one cache lookup by level.");
     describe_counter!("voxperf_cache_errors_total", "Failed Redis commands of the cache.");
     describe_counter!("voxperf_cache_loads_total", "Loader runs after cache misses.");
