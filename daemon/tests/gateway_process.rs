@@ -117,3 +117,62 @@ async fn a_50_mb_upload_streams_through_without_being_held_in_memory() {
     let _ = daemon.wait();
     let _ = std::fs::remove_file(path);
 }
+
+#[tokio::test]
+async fn sighup_reloads_the_routes_and_a_bad_file_keeps_the_old_ones() {
+    let path = routes_file("[[route]]\npath = \"/api/a\"\ncache = \"shortTerm\"\n");
+    let port = common::free_port();
+    let mut daemon = voxperfd(&path, "http://127.0.0.1:9", &format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline && daemon.try_wait().unwrap().is_none(), "voxperfd did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let gateway_health = || async {
+        let (_, body) = common::http_get(&format!("{base}/api/performance/health")).await;
+        let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+        health["components"]["gateway"].clone()
+    };
+    assert_eq!(gateway_health().await["details"]["routes"], 1, "{}", gateway_health().await);
+
+    let hup = || {
+        let status = Command::new("kill").args(["-HUP", &daemon.id().to_string()]).status().unwrap();
+        assert!(status.success());
+    };
+    std::fs::write(&path, "[[route]]\npath = \"/api/a\"\n[[route]]\npath = \"/api/b\"\n[[route]]\npath = \"/api/c\"\n")
+        .unwrap();
+    hup();
+    let mut reloaded = false;
+    for _ in 0..100 {
+        if gateway_health().await["details"]["routes"] == 3 {
+            reloaded = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(reloaded, "SIGHUP reloaded the routes: {}", gateway_health().await);
+
+    std::fs::write(&path, "[[route]]\npath = 12\n").unwrap();
+    hup();
+    let mut refused = false;
+    for _ in 0..100 {
+        let g = gateway_health().await;
+        if g["details"]["last_error"].is_string() {
+            assert_eq!(g["details"]["routes"], 3, "the previous routes stay in force: {g}");
+            assert_eq!(g["status"], "degraded", "{g}");
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(refused, "a bad file on reload is reported in health");
+    assert!(daemon.try_wait().unwrap().is_none(), "SIGHUP does not stop the daemon");
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    let _ = std::fs::remove_file(path);
+}
