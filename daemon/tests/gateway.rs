@@ -310,6 +310,8 @@ async fn a_cached_route_is_a_hit_the_second_time_and_a_matching_etag_never_reach
     assert_eq!((first.status, first.header("x-cache")), (200, "MISS"));
     let etag = first.header("etag").to_owned();
     assert!(etag.starts_with('"'), "a strong ETag on every cached answer: {etag:?}");
+    let timing: Vec<&str> = first.headers.get_all("server-timing").iter().map(|v| v.to_str().unwrap()).collect();
+    assert!(timing.iter().any(|t| t.starts_with("upstream;dur=")), "a miss shows the upstream's share: {timing:?}");
     let second = get(&format!("{}/api/search?a=1&b=2", gw.url)).await;
     assert_eq!((second.status, second.header("x-cache")), (200, "HIT"));
     assert_eq!(second.body, first.body);

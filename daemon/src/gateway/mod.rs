@@ -17,6 +17,7 @@ pub mod routes;
 pub mod stored;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -283,10 +284,14 @@ impl Gateway {
         let (method, headers) = (request.method().clone(), request.headers().clone());
         drop(request);
         let started = Instant::now();
+        // The loader's upstream time, for `Server-Timing` on a miss (0: no upstream request).
+        let upstream_us = AtomicU64::new(0);
         let loaded = self
             .shared
             .cache
-            .get_or_load_tagged(&key, Some(kept), &route.tags, || self.load(upstream, breaker, route, template.clone()))
+            .get_or_load_tagged(&key, Some(kept), &route.tags, || {
+                self.load(upstream, breaker, route, template.clone(), Some(&upstream_us))
+            })
             .await;
         let now_ms = self.shared.cache.clock().unix_ms();
         match loaded {
@@ -316,7 +321,11 @@ impl Gateway {
                 match stored::decode(cached.value) {
                     Some(answer) => {
                         let response = stored::serve(answer, &method, &headers, strategy, route, age, served);
-                        timed(response, started.elapsed(), Some(served.label()))
+                        let response = timed(response, started.elapsed(), Some(served.label()));
+                        match upstream_us.load(Ordering::Relaxed) {
+                            0 => response,
+                            us => timed(response, Duration::from_micros(us), None),
+                        }
                     }
                     None => AppError::internal("undecodable cached answer").into_response(),
                 }
@@ -384,7 +393,9 @@ impl Gateway {
             let refreshed = gateway
                 .shared
                 .cache
-                .refresh_tagged(&key, Some(kept), &route.tags, || gateway.load(&upstream, &breaker, &route, template))
+                .refresh_tagged(&key, Some(kept), &route.tags, || {
+                    gateway.load(&upstream, &breaker, &route, template, None)
+                })
                 .await;
             if let Some(Ok(cached)) = refreshed
                 && !route.stale_if_error.is_zero()
@@ -403,11 +414,15 @@ impl Gateway {
         breaker: &Breaker,
         route: &Route,
         template: Template,
+        upstream_us: Option<&AtomicU64>,
     ) -> Result<(Bytes, Vec<String>), Failure> {
         let peer = template.peer;
         let forwarded =
             self.forward(upstream, breaker, route, template.into_request(), peer).await.map_err(Failure::Proxy)?;
         let upstream_time = forwarded.upstream_time;
+        if let Some(cell) = upstream_us {
+            cell.store(u64::try_from(upstream_time.as_micros()).unwrap_or(u64::MAX).max(1), Ordering::Relaxed);
+        }
         let response = forwarded.response;
         if response.status().is_server_error() {
             return Err(Failure::ServerError(timed(response, upstream_time, None)));
